@@ -1,0 +1,182 @@
+"""What the kit's callbacks have in common.
+
+``KitCallback`` carries the state protocol: ``get_state()`` returns plain
+JSON-able data and ``set_state(state)`` puts it back, so a resumed run
+continues exactly. ``MonitorCallback`` adds what every callback watching a
+metric needs: the direction of the metric, the improvement test and a clear
+error when the metric is missing from the logs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from typing import Any
+
+import keras
+
+from kerastune_kit._validation import check_choice, check_non_negative
+
+_MIN_PATTERN = re.compile(r"loss|error|err$|mse|mae|mape|msle|crossentropy|hinge|perplexity|divergence", re.I)
+_MAX_PATTERN = re.compile(r"acc|auc|precision|recall|f1|fbeta|iou|r2|score|top_k|hits|ndcg|map$", re.I)
+
+
+class KitCallback(keras.callbacks.Callback):
+    """Base of the kit's callbacks: the JSON state protocol.
+
+    Subclasses list the attribute names that make up their state in
+    ``_state_attributes``; override ``get_state``/``set_state`` when the state
+    is more than plain attributes.
+    """
+
+    _state_attributes: tuple[str, ...] = ()
+
+    def get_state(self) -> dict[str, Any]:
+        """Returns the callback's state as plain JSON-able data."""
+        return {name: _jsonable(getattr(self, name)) for name in self._state_attributes}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restores a state returned by :meth:`get_state`."""
+        unknown = set(state) - set(self._state_attributes)
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__}.set_state got unknown keys {sorted(unknown)}; "
+                f"accepted keys: {list(self._state_attributes)}."
+            )
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+def _jsonable(value):
+    """Converts NumPy scalars, tuples and non-finite floats to plain JSON data."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else value
+    return value
+
+
+class MissingMonitorError(KeyError):
+    """The monitored quantity is not in the logs; the message lists what is."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message.
+        return str(self.args[0])
+
+
+def monitor_direction(monitor: str, model=None) -> str | None:
+    """``"min"`` or ``"max"`` for a metric name, or ``None`` if unknown.
+
+    Names with loss/error-like words are minimised; accuracy, AUC,
+    precision, recall, F1-like names maximised. Otherwise a Keras metric of
+    that name on ``model`` is asked for its direction.
+    """
+    name = monitor[4:] if monitor.startswith("val_") else monitor
+    if _MIN_PATTERN.search(name):
+        return "min"
+    if _MAX_PATTERN.search(name):
+        return "max"
+    for metric in _flat_metrics(model):
+        if getattr(metric, "name", None) == name:
+            direction = getattr(metric, "_direction", None)
+            if direction in ("up", "down"):
+                return "max" if direction == "up" else "min"
+    return None
+
+
+def _flat_metrics(model):
+    stack = list(getattr(model, "metrics", []) or [])
+    while stack:
+        metric = stack.pop()
+        inner = getattr(metric, "metrics", None)
+        if isinstance(inner, list):
+            stack.extend(inner)
+        yield metric
+
+
+class MonitorCallback(KitCallback):
+    """Base for callbacks that watch one metric.
+
+    Args:
+        monitor: the quantity in the logs, e.g. ``"val_loss"``.
+        mode: ``"auto"``, ``"min"`` or ``"max"``. ``"auto"`` infers the
+            direction from the name or the model's metric; if it cannot, a
+            ``ValueError`` asks for ``mode``.
+        min_delta: how much better a value must be to count as an
+            improvement, ``>= 0``.
+        min_delta_mode: ``"abs"``: better by ``min_delta``; ``"rel"``: better
+            by the fraction ``min_delta`` of the best value.
+        on_missing: ``"raise"``: a ``KeyError`` naming the missing key and the
+            keys present; ``"warn"``: warn once and skip the epoch.
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "auto",
+                 min_delta: float = 0.0, min_delta_mode: str = "abs",
+                 on_missing: str = "raise"):
+        super().__init__()
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"`monitor` must be a non-empty metric name, got {monitor!r}.")
+        self.monitor = monitor
+        self.mode = check_choice("mode", mode, ("auto", "min", "max"))
+        self.min_delta = float(check_non_negative("min_delta", min_delta))
+        self.min_delta_mode = check_choice("min_delta_mode", min_delta_mode, ("abs", "rel"))
+        self.on_missing = check_choice("on_missing", on_missing, ("raise", "warn"))
+        self._direction = None if mode == "auto" else mode
+        if self._direction is None:
+            self._direction = monitor_direction(monitor)
+        self._warned_missing = False
+
+    @property
+    def direction(self) -> str:
+        """``"min"`` or ``"max"``, resolved at the latest at train begin."""
+        if self._direction is None:
+            self._direction = monitor_direction(self.monitor, getattr(self, "_model", None))
+        if self._direction is None:
+            raise ValueError(
+                f"{type(self).__name__} cannot tell whether monitor={self.monitor!r} "
+                "should be minimised or maximised; pass mode='min' or mode='max'."
+            )
+        return self._direction
+
+    def on_train_begin(self, logs=None):
+        self.direction  # noqa: B018 - resolves "auto" or raises before training.
+
+    def _is_improvement(self, value: float, reference: float | None) -> bool:
+        """Whether ``value`` beats ``reference`` by the required margin."""
+        if reference is None:
+            return True
+        if not math.isfinite(value):
+            return False
+        margin = self.min_delta
+        if self.min_delta_mode == "rel":
+            margin = self.min_delta * abs(reference)
+        if self.direction == "min":
+            return value < reference - margin
+        return value > reference + margin
+
+    def _is_better(self, value: float, reference: float | None) -> bool:
+        """Plain comparison, no margin (for tracking the best value)."""
+        if reference is None:
+            return math.isfinite(value)
+        return value < reference if self.direction == "min" else value > reference
+
+    def _monitor_value(self, logs) -> float | None:
+        """The monitored value as a float, or ``None`` after a warning."""
+        logs = logs or {}
+        if self.monitor not in logs:
+            present = ", ".join(sorted(logs)) or "(none)"
+            message = (
+                f"{type(self).__name__}: monitor={self.monitor!r} is not in the "
+                f"logs. Keys present: {present}."
+            )
+            if self.on_missing == "raise":
+                raise MissingMonitorError(message)
+            if not self._warned_missing:
+                warnings.warn(message, stacklevel=2)
+                self._warned_missing = True
+            return None
+        return float(logs[self.monitor])

@@ -1,0 +1,37 @@
+"""A constant learning rate."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from kerastune_kit._validation import check_int, check_non_negative
+from kerastune_kit.schedules._base import KitSchedule
+
+
+@keras.saving.register_keras_serializable(package="kerastune_kit")
+class Constant(KitSchedule):
+    """The same learning rate at every step.
+
+    Args:
+        learning_rate: the rate, ``>= 0``.
+        total_steps: length used when the schedule is driven by a wall-clock
+            budget; ``None`` (default) for open-ended.
+
+    Example:
+
+    >>> from kerastune_kit.schedules import Constant
+    >>> float(Constant(0.1)(1000))
+    0.1
+    """
+
+    def __init__(self, learning_rate: float, total_steps: int | None = None):
+        self.learning_rate = float(check_non_negative("learning_rate", learning_rate))
+        self.total_steps = None if total_steps is None else check_int(
+            "total_steps", total_steps, minimum=1)
+
+    def __call__(self, step):
+        return ops.cast(ops.full((), self.learning_rate), "float32")
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "total_steps": self.total_steps}

@@ -1,0 +1,72 @@
+"""Chain schedules over step ranges."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from kerastune_kit._validation import check_increasing
+from kerastune_kit.schedules import _shapes
+from kerastune_kit.schedules._base import (
+    KitSchedule,
+    as_schedule,
+    deserialize_schedule,
+    schedule_length,
+    serialize_schedule,
+)
+
+
+@keras.saving.register_keras_serializable(package="kerastune_kit")
+class Sequence(KitSchedule):
+    """Runs ``schedules[i]`` from ``boundaries[i-1]`` to ``boundaries[i]``.
+
+    Each piece sees the steps since its OWN start (as optax's
+    ``join_schedules``): piece ``i`` is evaluated at ``step - boundaries[i-1]``.
+
+    Args:
+        schedules: a list of n schedules (or numbers, or specs).
+        boundaries: n-1 strictly increasing positive step counts.
+
+    Example:
+
+    >>> from kerastune_kit.schedules import Sequence, Constant, LinearDecay
+    >>> s = Sequence([Constant(1.0), LinearDecay(1.0, 10)], boundaries=[5])
+    >>> [round(float(s(t)), 6) for t in (0, 4, 5, 10)]
+    [1.0, 1.0, 1.0, 0.5]
+    """
+
+    def __init__(self, schedules, boundaries):
+        schedules = list(schedules)
+        if not schedules:
+            raise ValueError("`schedules` must hold at least one schedule, got [].")
+        self.schedules = [as_schedule(s, name=f"schedules[{i}]")
+                          for i, s in enumerate(schedules)]
+        self.boundaries = check_increasing("boundaries", boundaries)
+        if len(self.boundaries) != len(self.schedules) - 1:
+            raise ValueError(
+                f"`boundaries` must have len(schedules) - 1 = "
+                f"{len(self.schedules) - 1} entries, got {self.boundaries!r}."
+            )
+        last = schedule_length(self.schedules[-1])
+        start = self.boundaries[-1] if self.boundaries else 0
+        self.total_steps = None if last is None else start + last
+
+    def __call__(self, step):
+        pos = _shapes.position(step)
+        starts = [0] + self.boundaries
+        out = ops.cast(self.schedules[0](pos), "float32")
+        for start, schedule in zip(starts[1:], self.schedules[1:]):
+            value = ops.cast(schedule(ops.maximum(pos - start, 0.0)), "float32")
+            out = ops.where(pos >= start, value, out)
+        return out
+
+    def get_config(self):
+        return {
+            "schedules": [serialize_schedule(s) for s in self.schedules],
+            "boundaries": list(self.boundaries),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls([deserialize_schedule(s) for s in config["schedules"]],
+                   config["boundaries"])

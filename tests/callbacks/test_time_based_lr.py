@@ -1,0 +1,196 @@
+"""TimeBasedLR in real model.fit runs."""
+
+import json
+import time
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from kerastune_kit import schedules as S
+from kerastune_kit.callbacks import TimeBasedLR
+
+
+def lr_probe_model(lr=0.0):
+    """One weight w, input 1, loss = prediction: every SGD step does w -= lr."""
+    model = keras.Sequential([
+        keras.Input((1,)),
+        keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros"),
+    ])
+    model.compile(optimizer=keras.optimizers.SGD(lr),
+                  loss=lambda y_true, y_pred: ops.mean(y_pred, axis=-1))
+    return model
+
+
+def weight(model):
+    return float(model.layers[0].kernel.numpy()[0, 0])
+
+
+class ReadAtExecutionEnds(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.points = []  # (steps done, -w)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.points.append((int(self.model.optimizer.iterations.numpy()), -weight(self.model)))
+
+
+@pytest.mark.parametrize("steps_per_execution", [8, 1])
+def test_lr_changes_at_every_step_inside_an_execution(steps_per_execution):
+    schedule = S.Warmup(S.LinearDecay(0.1, decay_steps=40), warmup_steps=12)
+    model = lr_probe_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), steps_per_execution=steps_per_execution,
+                  loss=lambda y_true, y_pred: ops.mean(y_pred, axis=-1))
+    probe = ReadAtExecutionEnds()
+    x = np.ones((64, 1), "float32")
+    history = model.fit(x, x, batch_size=4, epochs=3, shuffle=False, verbose=0,
+                        callbacks=[TimeBasedLR(schedule), probe])
+    per_step = np.array([float(schedule(k)) for k in range(48)])
+    for steps, moved in probe.points:
+        # w moved by the sum of the per-step rates: a rate updated only once
+        # per execution would give a different sum inside the warmup.
+        assert moved == pytest.approx(per_step[:steps].sum(), rel=1e-5, abs=1e-7)
+    assert [p[0] for p in probe.points][-1] == 48
+    assert history.history["learning_rate"] == pytest.approx(
+        [float(schedule(16)), float(schedule(32)), float(schedule(48))], rel=1e-6)
+
+
+def test_epoch_unit_indexes_by_epoch():
+    schedule = S.StepDecay(0.01, step_size=1, factor=0.5)
+    model = lr_probe_model()
+    x = np.ones((12, 1), "float32")
+    probe = ReadAtExecutionEnds()
+    history = model.fit(x, x, batch_size=4, epochs=4, verbose=0,
+                        callbacks=[TimeBasedLR(schedule, unit="epoch"), probe])
+    assert history.history["learning_rate"] == pytest.approx([0.01, 0.005, 0.0025, 0.00125])
+    expected = sum(3 * 0.01 * 0.5 ** e for e in range(4))
+    assert -weight(model) == pytest.approx(expected, rel=1e-5)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class AdvanceClock(keras.callbacks.Callback):
+    """Advances the fake clock by a fixed amount after each execution."""
+
+    def __init__(self, clock, seconds):
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.clock.now += self.seconds
+
+
+def test_second_unit_with_injected_clock_maps_budget_onto_schedule():
+    schedule = S.LinearDecay(1.0, decay_steps=1000)
+    clock = FakeClock()
+    model = lr_probe_model()
+    x = np.ones((40, 1), "float32")
+    lr_cb = TimeBasedLR(schedule, unit="second", budget_seconds=10.0, clock=clock)
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(float(self.model.optimizer.learning_rate))
+
+    # Each batch costs 1 fake second; the budget of 10 s ends the run after
+    # 10 batches and the LR at batch k is schedule((k / 10) * 1000).
+    history = model.fit(x, x, batch_size=1, epochs=1, verbose=0,
+                        callbacks=[AdvanceClock(clock, 1.0), lr_cb, Record()])
+    assert seen == pytest.approx([1.0 - k / 10 for k in range(10)], abs=1e-6)
+    assert lr_cb.budget_exhausted and model.stop_training
+    assert int(model.optimizer.iterations.numpy()) == 10
+    assert history.history["learning_rate"] == pytest.approx([0.0], abs=1e-6)
+    state = lr_cb.get_state()
+    assert json.loads(json.dumps(state)) == state
+    assert state["elapsed_seconds"] == pytest.approx(10.0)
+
+
+def test_second_unit_resumes_elapsed_time_from_state():
+    clock = FakeClock()
+    first = TimeBasedLR(S.LinearDecay(1.0, 100), unit="second", budget_seconds=10.0, clock=clock)
+    model = lr_probe_model()
+    x = np.ones((4, 1), "float32")
+    model.fit(x, x, batch_size=1, epochs=1, verbose=0, callbacks=[first, AdvanceClock(clock, 1.0)])
+    state = first.get_state()
+    assert state["elapsed_seconds"] == pytest.approx(4.0)
+
+    second = TimeBasedLR(S.LinearDecay(1.0, 100), unit="second", budget_seconds=10.0, clock=clock)
+    second.set_state(state)
+    model2 = lr_probe_model()
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(float(self.model.optimizer.learning_rate))
+
+    model2.fit(x, x, batch_size=1, epochs=5, verbose=0,
+               callbacks=[AdvanceClock(clock, 1.0), second, Record()])
+    assert seen == pytest.approx([1.0 - k / 10 for k in range(4, 10)], abs=1e-6)
+
+
+def test_real_short_budget_stops_on_time():
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(256, 8)), rng.normal(size=(256, 1))
+    budget = 2.0
+    cb = TimeBasedLR(S.CosineDecay(1e-3, decay_steps=500), unit="second", budget_seconds=budget)
+    start = time.monotonic()
+    model.fit(x, y, batch_size=8, epochs=10_000, verbose=0, callbacks=[cb])
+    took = time.monotonic() - start
+    assert cb.budget_exhausted
+    assert budget <= cb.elapsed_seconds < budget + 1.5
+    assert took < budget + 3.0
+    # The cosine schedule ran to its end together with the budget.
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_factor_hook_multiplies_schedule_and_is_in_state():
+    schedule = S.LinearDecay(0.1, decay_steps=100)
+    cb = TimeBasedLR(schedule)
+    cb.set_state({"elapsed_seconds": 0.0, "factor": 0.25})
+    model = lr_probe_model()
+    x = np.ones((8, 1), "float32")
+    model.fit(x, x, batch_size=1, epochs=1, verbose=0, callbacks=[cb])
+    expected = sum(0.25 * float(schedule(k)) for k in range(8))
+    assert -weight(model) == pytest.approx(expected, rel=1e-5)
+    assert cb.get_state()["factor"] == pytest.approx(0.25)
+
+
+def test_optimizer_built_with_keras_schedule_is_replaced_not_fought():
+    model = lr_probe_model()
+    model.compile(optimizer=keras.optimizers.SGD(
+        keras.optimizers.schedules.ExponentialDecay(0.5, 10, 0.5)),
+        loss=lambda y_true, y_pred: ops.mean(y_pred, axis=-1))
+    x = np.ones((4, 1), "float32")
+    model.fit(x, x, batch_size=1, epochs=1, verbose=0, callbacks=[TimeBasedLR(0.01)])
+    assert -weight(model) == pytest.approx(0.04, rel=1e-5)
+
+
+def test_second_fit_call_sees_the_installed_schedule():
+    model = lr_probe_model(lr=0.0)
+    x = np.ones((4, 1), "float32")
+    model.fit(x, x, batch_size=1, epochs=1, verbose=0)  # traces with the float LR
+    model.fit(x, x, batch_size=1, epochs=1, verbose=0, callbacks=[TimeBasedLR(0.01)])
+    assert -weight(model) == pytest.approx(0.04, rel=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, arg", [
+    (dict(schedule=0.1, unit="minute"), "unit"),
+    (dict(schedule=0.1, unit="second"), "budget_seconds"),
+    (dict(schedule=0.1, unit="second", budget_seconds=10), "total_steps"),
+    (dict(schedule=0.1, budget_seconds=-1), "budget_seconds"),
+    (dict(schedule=0.1, unit="second", budget_seconds=1, total_steps=0), "total_steps"),
+    (dict(schedule="no_such(1)"), "schedule"),
+])
+def test_bad_arguments(kwargs, arg):
+    with pytest.raises(ValueError, match=arg):
+        TimeBasedLR(**kwargs)

@@ -1,0 +1,32 @@
+"""Test set-up shared by the whole suite.
+
+TensorFlow is configured here, before anything initialises it: quiet logs,
+deterministic ops, and the CPU split into two logical devices so that
+``MirroredStrategy`` runs two real replicas on a CPU-only machine.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+if _cpus:
+    try:
+        tf.config.set_logical_device_configuration(
+            _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    except RuntimeError:  # Already initialised by an earlier import.
+        pass
+
+import keras  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    """Each test starts from a clean Keras session and fixed seeds."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(1234)
+    yield
