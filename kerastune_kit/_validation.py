@@ -7,7 +7,8 @@ what is accepted, so a typo fails at construction instead of hours later.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def _is_number(value: Any) -> bool:

@@ -18,8 +18,10 @@ import keras
 
 from kerastune_kit._validation import check_choice, check_non_negative
 
-_MIN_PATTERN = re.compile(r"loss|error|err$|mse|mae|mape|msle|crossentropy|hinge|perplexity|divergence", re.I)
-_MAX_PATTERN = re.compile(r"acc|auc|precision|recall|f1|fbeta|iou|r2|score|top_k|hits|ndcg|map$", re.I)
+_MIN_PATTERN = re.compile(
+    r"loss|error|err$|mse|mae|mape|msle|crossentropy|hinge|perplexity|divergence", re.I)
+_MAX_PATTERN = re.compile(
+    r"acc|auc|precision|recall|f1|fbeta|iou|r2|score|top_k|hits|ndcg|map$", re.I)
 
 
 class KitCallback(keras.callbacks.Callback):

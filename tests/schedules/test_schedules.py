@@ -168,7 +168,7 @@ def test_saved_model_keeps_schedule(tmp_path):
     (lambda: S.WarmupStableDecay(1.0, 100, warmup_steps=90, decay_steps=20), "warmup_steps"),
     (lambda: S.WarmupStableDecay(1.0, 100, decay_shape="cubic"), "decay_shape"),
     (lambda: S.Sequence([S.Constant(1.0), S.Constant(2.0)], [10, 5]), "boundaries"),
-    (lambda: S.Sequence([S.Constant(1.0), S.Constant(2.0), S.Constant(3.0)], [10, 5]), "boundaries"),
+    (lambda: S.Sequence([S.Constant(1.0)] * 3, [10, 5]), "boundaries"),
     (lambda: S.Sequence([S.Constant(1.0), S.Constant(2.0)], [5, 10]), "boundaries"),
     (lambda: S.get("no_such_schedule(1)"), "Known schedules"),
     (lambda: S.get("__import__('os')"), "Unknown schedule"),
