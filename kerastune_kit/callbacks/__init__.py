@@ -4,7 +4,12 @@ They import only ``keras`` (and ``keras.ops``), so they work under any Keras
 backend.
 """
 
-from kerastune_kit.callbacks._base import KitCallback, MissingMonitorError, MonitorCallback
+from kerastune_kit.callbacks._base import (
+    KitCallback,
+    MissingMonitorError,
+    MonitorCallback,
+    kit_callbacks,
+)
 from kerastune_kit.callbacks.time_based_lr import TimeBasedLR
 
 __all__ = [
@@ -12,4 +17,5 @@ __all__ = [
     "MissingMonitorError",
     "MonitorCallback",
     "TimeBasedLR",
+    "kit_callbacks",
 ]

@@ -25,14 +25,48 @@ _MAX_PATTERN = re.compile(
 
 
 class KitCallback(keras.callbacks.Callback):
-    """Base of the kit's callbacks: the JSON state protocol.
+    """Base of the kit's callbacks: the JSON state protocol and the registry.
 
     Subclasses list the attribute names that make up their state in
     ``_state_attributes``; override ``get_state``/``set_state`` when the state
     is more than plain attributes.
+
+    Every kit callback registers itself on the model when a ``CallbackList``
+    (of ``model.fit`` or the kit's ``Trainer``) hands it the model, so a
+    callback can find its siblings of the same fit call with
+    :func:`kit_callbacks` (the backup saves their state, the TensorBoard
+    writer shows their ``events``).
     """
 
     _state_attributes: tuple[str, ...] = ()
+
+    def set_model(self, model):
+        super().set_model(model)
+        _register(model, self)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The decisions this callback took, oldest first (plain dicts).
+
+        Every event has ``callback`` (the class name), ``kind`` (``"lr_cut"``,
+        ``"rollback"``, ``"stop"``, ...), ``epoch`` (0-based) and ``reason``;
+        each callback documents its extra keys. The TensorBoard writer shows
+        them as markers.
+        """
+        if "_events" not in self.__dict__:
+            self._events = []
+        return self._events
+
+    def record_event(self, kind: str, epoch: int, reason: str, **fields: Any) -> dict:
+        """Appends a decision to :attr:`events` and returns it."""
+        event = {"callback": type(self).__name__, "kind": kind, "epoch": int(epoch),
+                 "reason": reason}
+        event.update({k: _jsonable(v) for k, v in fields.items()})
+        self.events.append(event)
+        return event
+
+    def on_train_begin(self, logs=None):
+        _seal(self._model)
 
     def get_state(self) -> dict[str, Any]:
         """Returns the callback's state as plain JSON-able data."""
@@ -48,6 +82,33 @@ class KitCallback(keras.callbacks.Callback):
             )
         for name, value in state.items():
             setattr(self, name, value)
+
+
+_REGISTRY_ATTR = "_kerastune_kit_callbacks"
+
+
+def _register(model, callback) -> None:
+    # A CallbackList sets the model on all its callbacks, then begins
+    # training. A set_model after a training began therefore starts the
+    # registry of a new fit call.
+    registry = model.__dict__.get(_REGISTRY_ATTR)
+    if registry is None or registry["sealed"]:
+        registry = {"callbacks": [], "sealed": False}
+        model.__dict__[_REGISTRY_ATTR] = registry
+    if not any(c is callback for c in registry["callbacks"]):
+        registry["callbacks"].append(callback)
+
+
+def _seal(model) -> None:
+    registry = getattr(model, "__dict__", {}).get(_REGISTRY_ATTR)
+    if registry is not None:
+        registry["sealed"] = True
+
+
+def kit_callbacks(model) -> list[KitCallback]:
+    """The kit callbacks of the current (or last) fit call on ``model``."""
+    registry = getattr(model, "__dict__", {}).get(_REGISTRY_ATTR)
+    return list(registry["callbacks"]) if registry else []
 
 
 def _jsonable(value):
@@ -145,6 +206,7 @@ class MonitorCallback(KitCallback):
         return self._direction
 
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         self.direction  # noqa: B018 - resolves "auto" or raises before training.
 
     def _is_improvement(self, value: float, reference: float | None) -> bool:

@@ -97,6 +97,9 @@ class TimeBasedLR(KitCallback):
         self._started_at: float | None = None
         self._elapsed_before = 0.0
         self._controlled = None
+        # Its batch-end work (a clock read, a variable write) is safe off the
+        # main thread, so Keras may keep dispatching batch ends asynchronously.
+        self.async_safe = True
 
     @property
     def length(self) -> int | None:
@@ -124,6 +127,7 @@ class TimeBasedLR(KitCallback):
     # Hooks ----------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         controlled = _lr_control.controlled_schedule(self.model)
         if controlled.schedule is not self.schedule or controlled.unit != self.unit:
             controlled.schedule = self.schedule
@@ -179,6 +183,9 @@ class TimeBasedLR(KitCallback):
         if self._tick() >= self.budget_seconds and not self.budget_exhausted:
             self.budget_exhausted = True
             self.model.stop_training = True
+            self.record_event("stop", getattr(self, "_epoch", 0), "budget",
+                              elapsed_seconds=self.elapsed_seconds,
+                              budget_seconds=self.budget_seconds)
             if self.verbose:
                 print(f"TimeBasedLR: budget of {self.budget_seconds:g}s spent "
                       f"after {self.elapsed_seconds:.1f}s; stopping training.")

@@ -194,3 +194,18 @@ def test_second_fit_call_sees_the_installed_schedule():
 def test_bad_arguments(kwargs, arg):
     with pytest.raises(ValueError, match=arg):
         TimeBasedLR(**kwargs)
+
+
+def test_budget_stop_is_recorded_as_event_and_callbacks_are_registered():
+    from kerastune_kit.callbacks import kit_callbacks
+
+    clock = FakeClock()
+    cb = TimeBasedLR(S.LinearDecay(1.0, 100), unit="second", budget_seconds=3.0, clock=clock)
+    model = lr_probe_model()
+    x = np.ones((8, 1), "float32")
+    model.fit(x, x, batch_size=1, epochs=2, verbose=0, callbacks=[AdvanceClock(clock, 1.0), cb])
+    assert kit_callbacks(model) == [cb]
+    assert [(e["kind"], e["reason"], e["epoch"]) for e in cb.events] == [("stop", "budget", 0)]
+    other = TimeBasedLR(0.1)
+    model.fit(x, x, batch_size=4, epochs=1, verbose=0, callbacks=[other])
+    assert kit_callbacks(model) == [other]  # a new fit call starts a new registry
