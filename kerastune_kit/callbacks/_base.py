@@ -73,7 +73,13 @@ class KitCallback(keras.callbacks.Callback):
         return {name: _jsonable(getattr(self, name)) for name in self._state_attributes}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restores a state returned by :meth:`get_state`."""
+        """Restores a state returned by :meth:`get_state`.
+
+        Subclasses that override it call ``super().set_state(...)`` or
+        :meth:`_mark_restored`, so that the next ``on_train_begin`` keeps the
+        restored counters instead of starting a fresh run (a backup may
+        restore state before or after this callback's ``on_train_begin``).
+        """
         unknown = set(state) - set(self._state_attributes)
         if unknown:
             raise ValueError(
@@ -82,6 +88,19 @@ class KitCallback(keras.callbacks.Callback):
             )
         for name, value in state.items():
             setattr(self, name, value)
+        self._mark_restored()
+
+    def _mark_restored(self) -> None:
+        self._state_restored = True
+
+    def _starts_fresh(self) -> bool:
+        """Whether ``on_train_begin`` should reset per-run counters.
+
+        False once after :meth:`set_state`: the restored state is kept.
+        """
+        fresh = not self.__dict__.get("_state_restored", False)
+        self._state_restored = False
+        return fresh
 
 
 _REGISTRY_ATTR = "_kerastune_kit_callbacks"
