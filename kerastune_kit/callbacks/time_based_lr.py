@@ -137,6 +137,9 @@ class TimeBasedLR(KitCallback):
         if self._pending_factor is not None:
             controlled.factor.assign(self._pending_factor)
             self._pending_factor = None
+        if self._starts_fresh():
+            self._elapsed_before = 0.0
+            self.budget_exhausted = False
         self._started_at = self.clock()
         self._update_position()
 
