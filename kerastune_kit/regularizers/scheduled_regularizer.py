@@ -1,0 +1,101 @@
+"""A regularizer whose strength is a variable, changeable during training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from kerastune_kit._validation import check_non_negative
+from kerastune_kit.regularizers.lookup import get
+
+# Bare names mean the base penalty at unit strength, so that ``strength``
+# is the coefficient itself: ``ScheduledRegularizer(1e-4, "l2")`` is
+# ``L2(1e-4)`` for as long as the strength is not changed.
+_UNIT_BASES = {
+    "l1": lambda: keras.regularizers.L1(1.0),
+    "l2": lambda: keras.regularizers.L2(1.0),
+    "l1l2": lambda: keras.regularizers.L1L2(1.0, 1.0),
+    "orthogonal": lambda: keras.regularizers.OrthogonalRegularizer(1.0),
+}
+
+
+@keras.saving.register_keras_serializable(package="kerastune_kit")
+class ScheduledRegularizer(keras.regularizers.Regularizer):
+    """A penalty ``strength * base(w)`` whose strength can change mid-training.
+
+    ``strength`` is a non-trainable ``keras.Variable`` created once, in the
+    constructor. The compiled train step reads it at every step, so a
+    callback that calls :meth:`set_strength` (or ``strength.assign``)
+    changes the penalty from the next step on without retracing the train
+    function: ramping L2 up over the first epochs costs nothing.
+
+    ``base`` is Keras's own regularizer; this class only multiplies its
+    value. A bare name (``"l1"``, ``"l2"``, ``"l1l2"``, ``"orthogonal"``)
+    means that penalty at unit strength, so ``strength`` is the coefficient
+    itself (``ScheduledRegularizer(1e-4)`` equals ``L2(1e-4)``); any other
+    spec for :func:`kerastune_kit.regularizers.get` (``"l1l2(l1=1, l2=3)"``,
+    a Keras regularizer) is used as given and scaled by ``strength``.
+
+    Serializable: ``get_config`` records the current strength and the base;
+    a model saved to ``.keras`` loads back with it (one instance per layer
+    after loading: an instance shared by several layers is saved once per
+    layer).
+
+    Args:
+        strength: the initial multiplier, a finite number ``>= 0``.
+            Defaults to 0.0 (no penalty until a callback raises it).
+        base: the penalty to scale. Defaults to ``"l2"``.
+
+    Example:
+
+    ```python
+    from kerastune_kit import regularizers
+    reg = regularizers.ScheduledRegularizer(0.0, base="l2")
+    regularizers.apply(model, kernel=reg)
+    ramp = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: reg.set_strength(1e-4 * min(epoch, 5) / 5))
+    model.fit(x, y, epochs=10, callbacks=[ramp])
+    ```
+    """
+
+    def __init__(self, strength: float = 0.0, base: Any = "l2"):
+        check_non_negative("strength", strength)
+        self.base = _resolve_base(base)
+        self.strength = keras.Variable(
+            float(strength), dtype="float32", trainable=False, name="regularizer_strength")
+
+    def __call__(self, x):
+        return ops.cast(self.strength, self._dtype_of(x)) * self.base(x)
+
+    @staticmethod
+    def _dtype_of(x):
+        dtype = getattr(x, "dtype", None)
+        return "float32" if dtype is None else keras.backend.standardize_dtype(dtype)
+
+    def set_strength(self, value: float) -> None:
+        """Sets the multiplier; the next train step uses it, no retracing."""
+        self.strength.assign(float(check_non_negative("strength", value)))
+
+    def get_config(self) -> dict:
+        return {
+            "strength": float(self.strength.numpy()),
+            "base": keras.saving.serialize_keras_object(self.base),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> ScheduledRegularizer:
+        return cls(**config)
+
+
+def _resolve_base(base: Any) -> keras.regularizers.Regularizer:
+    if isinstance(base, str) and base.strip() in _UNIT_BASES:
+        return _UNIT_BASES[base.strip()]()
+    resolved = get(base)
+    if resolved is None or isinstance(resolved, ScheduledRegularizer):
+        raise ValueError(
+            "`base` must be a fixed penalty: 'l1', 'l2', 'l1l2', 'orthogonal', "
+            "a regularizer spec or a Keras regularizer (not None and not "
+            f"another ScheduledRegularizer); got {base!r}.")
+    return resolved
