@@ -1,0 +1,442 @@
+"""TensorBoard curves: metrics, the LR at step granularity, and the kit's decisions."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerastune_kit._distribute import is_chief
+from kerastune_kit._validation import check_int
+from kerastune_kit.callbacks import _lr_control
+from kerastune_kit.callbacks._base import KitCallback, kit_callbacks
+from kerastune_kit.schedules import ControlledSchedule
+
+# Scalar and text tags of the kit's decisions start with this (TensorBoard
+# groups them in one section).
+_EVENT_TAG_PREFIX = "kit/"
+
+
+class TensorBoardCurves(KitCallback):
+    """Writes TensorBoard curves that show what the kit did and why.
+
+    The layout is Keras's own ``TensorBoard`` callback's, so the usual
+    dashboards work: ``<log_dir>/train`` and ``<log_dir>/validation`` runs
+    hold the epoch metrics under the SAME tags (``epoch_loss``,
+    ``epoch_accuracy``, ... at step = epoch index), so TensorBoard overlays
+    training and validation. On top of that, in the ``train`` run:
+
+    * ``epoch_learning_rate``: the rate at the end of the epoch;
+      ``epoch_steps_per_second``: optimizer steps per second of the epoch's
+      training time (validation, which starts with ``on_test_begin``, is
+      excluded); ``epoch_iterations``: the optimizer's step counter at the
+      end of the epoch, which maps epochs onto steps.
+    * ``learning_rate`` when ``lr_every_steps`` is set: the rate the
+      optimizer applied at every ``lr_every_steps``-th update, at step =
+      the update's index (``optimizer.iterations`` when it was applied), so
+      a warmup inside an epoch, or inside one ``steps_per_execution``
+      block, shows. It costs no host sync per step: before each execution
+      the callback reads the step counter and what the rate depends on (a
+      :class:`~kerastune_kit.schedules.ControlledSchedule`'s ``factor`` and
+      ``position``), after it the step counter again (Keras has just synced
+      the execution's metrics), and evaluates the schedule for the steps
+      just run on the host: ``schedule(step) * factor`` for the step unit,
+      ``schedule(position) * factor`` for the epoch and second units, a
+      Keras schedule at each step, a float rate as it is.
+    * ``batch_<metric>`` and ``batch_steps_per_second`` every
+      ``update_freq`` steps when it is an integer, from the logs Keras
+      passes at execution ends (step = optimizer step).
+    * The decisions of the other kit callbacks of the same fit call
+      (their :attr:`~kerastune_kit.callbacks.KitCallback.events`) as
+      markers at the epoch they were taken: scalars ``kit/lr_cut`` (value:
+      the new LR), ``kit/rollback``, ``kit/stop`` (value 1), ``kit/best``
+      (value: the monitored value) or ``kit/<kind>`` for any other kind
+      (value: the event's ``new_lr``, else ``value``, else 1), and a text
+      summary ``kit/events`` with one markdown line per event and its
+      reason. At train end a callback exposing ``best_epoch`` (such as
+      EarlyStopping) gives ``kit/best_epoch`` and a ``kit/summary`` text
+      with best epoch, best value and stop reason. Events are written when
+      the next epoch begins and at train end, so decisions taken in the
+      epoch-end hooks of callbacks listed after this one are included;
+      what a callback sets in its own ``on_train_end`` is seen only if it
+      comes before this one in the list (put this callback last).
+    * ``hparams``: the run's configuration for TensorBoard's HParams
+      dashboard, written in ``<log_dir>`` itself (the HParams plugin finds
+      the ``train``/``validation`` metrics below it).
+
+    Only the chief writes under several workers; the other workers write
+    nothing. ``log_dir`` is created and checked for writing at train begin,
+    before the first step. Batch-level writing (``lr_every_steps`` or an
+    integer ``update_freq``) runs this callback's batch hooks on the main
+    thread; with epoch-level writing only, Keras may keep dispatching batch
+    ends asynchronously.
+
+    Args:
+        log_dir: the folder of this run's event files.
+        update_freq: ``"epoch"`` (default): epoch metrics only; ``"batch"``
+            or an integer ``N >= 1``: also batch metrics every ``N`` steps.
+        lr_every_steps: log the applied LR every this many optimizer steps
+            (integer ``>= 1``), or ``None`` (default) for the epoch LR only.
+        hparams: the run's configuration, a dict of name to bool, int, float
+            or str, or ``None`` (default).
+
+    Example:
+
+    ```python
+    from kerastune_kit.callbacks import TensorBoardCurves, TimeBasedLR
+    from kerastune_kit.schedules import Warmup, CosineDecay
+    callbacks = [TimeBasedLR(Warmup(CosineDecay(1e-2, decay_steps=900), 100)),
+                 TensorBoardCurves("runs/demo", lr_every_steps=5,
+                                   hparams={"batch_size": 32, "optimizer": "sgd"})]
+    model.fit(x, y, validation_split=0.2, epochs=5, callbacks=callbacks)
+    # tensorboard --logdir runs/demo   shows the warmup step by step.
+    ```
+    """
+
+    def __init__(self, log_dir, update_freq: str | int = "epoch",
+                 lr_every_steps: int | None = None,
+                 hparams: dict[str, Any] | None = None):
+        super().__init__()
+        if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
+            raise ValueError(
+                f"`log_dir` must be a non-empty path (str or os.PathLike), got {log_dir!r}.")
+        self.log_dir = os.fspath(log_dir)
+        if update_freq == "batch":
+            update_freq = 1
+        if update_freq != "epoch":
+            if isinstance(update_freq, str):
+                raise ValueError(
+                    f"`update_freq` must be 'epoch', 'batch' or an integer >= 1; "
+                    f"got {update_freq!r}.")
+            update_freq = check_int("update_freq", update_freq, minimum=1)
+        self.update_freq = update_freq
+        self.lr_every_steps = None if lr_every_steps is None else check_int(
+            "lr_every_steps", lr_every_steps, minimum=1)
+        self.hparams = _check_hparams(hparams)
+        # Epoch-level writing touches nothing at batch ends, so it lets Keras
+        # keep its asynchronous batch-end dispatch; step-level writing needs
+        # the batch hooks in order.
+        self.async_safe = not self._writes_steps
+        self._writers: dict[str, Any] = {}
+        self._active = False
+
+    @property
+    def _writes_steps(self) -> bool:
+        return self.lr_every_steps is not None or self.update_freq != "epoch"
+
+    # Hooks ----------------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._active = is_chief()
+        self._epoch = None
+        self._epoch_start = None
+        self._train_seconds = None
+        self._execution = None
+        self._batch_steps = 0
+        self._batch_seconds = 0.0
+        self._event_lines: dict[int, list[str]] = {}
+        # Decisions from earlier fit calls belong to earlier curves.
+        self._written_events = {id(e): e for cb in self._siblings() for e in cb.events}
+        if not self._active:
+            return
+        _prepare_log_dir(self.log_dir)
+        self._writers = {}
+        if self.hparams:
+            from tensorboard.plugins.hparams import api as hp
+
+            root = self._summary().create_file_writer(self.log_dir)
+            with root.as_default():
+                hp.hparams(self.hparams)
+            root.close()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._active:
+            return
+        self._write_events()
+        self._epoch = epoch
+        self._epoch_start = (time.perf_counter(), self._iterations())
+        self._train_seconds = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not (self._active and self._writes_steps):
+            return
+        self._execution = (time.perf_counter(), self._iterations(), self._lr_snapshot())
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not (self._active and self._writes_steps) or self._execution is None:
+            return
+        started, first, lr = self._execution
+        self._execution = None
+        end = self._iterations()
+        if end <= first:  # Nothing ran, or a rollback moved the counter back.
+            return
+        writer = self._writer("train")
+        summary = self._summary()
+        with writer.as_default():
+            if self.lr_every_steps is not None:
+                every = self.lr_every_steps
+                steps = np.arange(-(-first // every) * every, end, every, dtype="int64")
+                for step, value in zip(steps.tolist(), _lr_values(lr, steps)):
+                    summary.scalar("learning_rate", value, step=step)
+            if self.update_freq != "epoch":
+                self._batch_steps += end - first
+                self._batch_seconds += time.perf_counter() - started
+                if end // self.update_freq > first // self.update_freq:
+                    for name, value in _scalars(logs).items():
+                        summary.scalar(f"batch_{name}", value, step=end)
+                    if self._batch_seconds > 0:
+                        summary.scalar("batch_steps_per_second",
+                                       self._batch_steps / self._batch_seconds, step=end)
+                    self._batch_steps, self._batch_seconds = 0, 0.0
+
+    def on_test_begin(self, logs=None):
+        # Validation inside fit: the epoch's training time ends here.
+        if self._active and self._epoch_start is not None and self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._epoch_start[0]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._active:
+            return
+        logs = dict(logs or {})
+        train = {k: v for k, v in _scalars(logs).items() if not k.startswith("val_")}
+        val = {k[4:]: v for k, v in _scalars(logs).items() if k.startswith("val_")}
+        if "learning_rate" not in train and getattr(self.model, "optimizer", None) is not None:
+            train["learning_rate"] = _lr_control.current_learning_rate(self.model)
+        if self._epoch_start is not None:
+            seconds = self._train_seconds
+            if seconds is None:
+                seconds = time.perf_counter() - self._epoch_start[0]
+            iterations = self._iterations()
+            if seconds > 0:
+                train["steps_per_second"] = (iterations - self._epoch_start[1]) / seconds
+            train["iterations"] = iterations
+        summary = self._summary()
+        with self._writer("train").as_default():
+            for name, value in train.items():
+                summary.scalar(f"epoch_{name}", value, step=epoch)
+        if val:
+            with self._writer("validation").as_default():
+                for name, value in val.items():
+                    summary.scalar(f"epoch_{name}", value, step=epoch)
+        self._epoch_start = None
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        if not self._active:
+            return
+        self._write_events()
+        if self._epoch is not None:
+            self._write_outcome(self._epoch)
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+    # Internals --------------------------------------------------------------
+
+    def _summary(self):
+        import tensorflow as tf
+
+        return tf.summary
+
+    def _writer(self, run: str):
+        if run not in self._writers:
+            self._writers[run] = self._summary().create_file_writer(
+                os.path.join(self.log_dir, run))
+        return self._writers[run]
+
+    def _siblings(self) -> list[KitCallback]:
+        return [cb for cb in kit_callbacks(self.model) if cb is not self]
+
+    def _optimizer(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        return None if optimizer is None else _lr_control.base_optimizer(optimizer)
+
+    def _iterations(self) -> int:
+        optimizer = self._optimizer()
+        if optimizer is None:
+            return 0
+        return int(ops.convert_to_numpy(optimizer.iterations))
+
+    def _lr_snapshot(self):
+        """What the next execution's rates depend on, read before it runs.
+
+        Read at batch begin, so a cut or a budget position written by any
+        callback's batch or epoch hook before this execution is seen, and one
+        written after it (at its end) is not.
+        """
+        optimizer = self._optimizer()
+        if optimizer is None or self.lr_every_steps is None:
+            return None
+        # The schedule object itself; the public getter would evaluate it.
+        rate = optimizer._learning_rate
+        if isinstance(rate, ControlledSchedule):
+            factor = float(ops.convert_to_numpy(rate.factor))
+            if rate.unit == "step":
+                return ("step", rate.schedule, factor)
+            return ("fixed", rate.schedule, factor,
+                    float(ops.convert_to_numpy(rate.position)))
+        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+            return ("step", rate, 1.0)
+        if callable(rate) and not isinstance(rate, keras.Variable):
+            return None
+        return ("constant", float(ops.convert_to_numpy(rate)))
+
+    def _write_events(self) -> None:
+        """Writes the siblings' decisions not written yet, as markers and text."""
+        fresh = []
+        for callback in self._siblings():
+            for event in callback.events:
+                if id(event) not in self._written_events:
+                    self._written_events[id(event)] = event
+                    fresh.append(event)
+        if not fresh:
+            return
+        scalars: dict[tuple[str, int], float] = {}
+        for event in sorted(fresh, key=lambda e: e.get("epoch", 0)):
+            epoch = int(event.get("epoch", 0))
+            scalars[(_EVENT_TAG_PREFIX + str(event.get("kind", "event")), epoch)] = (
+                _event_value(event))
+            self._event_lines.setdefault(epoch, []).append(_event_markdown(event))
+        summary = self._summary()
+        with self._writer("train").as_default():
+            for (tag, epoch), value in sorted(scalars.items(), key=lambda kv: kv[0][1]):
+                summary.scalar(tag, value, step=epoch)
+            # The whole epoch's list each time: a later write at the same step
+            # supersedes an earlier one in TensorBoard's reader.
+            for epoch in sorted({e for _, e in scalars}):
+                summary.text(f"{_EVENT_TAG_PREFIX}events",
+                             "\n".join(self._event_lines[epoch]), step=epoch)
+        self._writer("train").flush()
+
+    def _write_outcome(self, last_epoch: int) -> None:
+        """Best epoch and stop reason of callbacks that expose them."""
+        lines = []
+        best_epoch = None
+        for callback in self._siblings():
+            best = getattr(callback, "best_epoch", None)
+            reason = getattr(callback, "stop_reason", None)
+            if best is None and reason is None:
+                continue
+            parts = []
+            if best is not None:
+                best_epoch = int(best)
+                value = getattr(callback, "best_value", getattr(callback, "best", None))
+                monitor = getattr(callback, "monitor", "value")
+                shown = "" if value is None else f" ({monitor} = {_fmt(value)})"
+                parts.append(f"best epoch {best_epoch}{shown}")
+            if reason is not None:
+                stopped = getattr(callback, "stopped_epoch", None)
+                where = "" if stopped is None else f" at epoch {stopped}"
+                parts.append(f"stopped{where}: {reason}")
+            lines.append(f"- **{type(callback).__name__}**: " + "; ".join(parts))
+        if not lines:
+            return
+        summary = self._summary()
+        with self._writer("train").as_default():
+            if best_epoch is not None:
+                summary.scalar(f"{_EVENT_TAG_PREFIX}best_epoch", best_epoch, step=last_epoch)
+            summary.text(f"{_EVENT_TAG_PREFIX}summary", "\n".join(lines), step=last_epoch)
+
+
+def _check_hparams(hparams) -> dict[str, Any] | None:
+    if hparams is None:
+        return None
+    if not isinstance(hparams, dict):
+        raise ValueError(
+            f"`hparams` must be a dict of str to bool, int, float or str, got {hparams!r}.")
+    checked = {}
+    for name, value in hparams.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        ok_value = isinstance(value, (bool, int, str)) or (
+            isinstance(value, float) and math.isfinite(value))
+        if not isinstance(name, str) or not name or not ok_value:
+            raise ValueError(
+                f"`hparams` must map non-empty str names to bool, int, finite float "
+                f"or str values; got {name!r}: {value!r}.")
+        checked[name] = value
+    return checked
+
+
+def _prepare_log_dir(log_dir: str) -> None:
+    """Creates ``log_dir`` and proves it writable, before training starts."""
+    if "://" in log_dir:  # Cloud storage: TensorFlow's file system creates it.
+        import tensorflow as tf
+
+        try:
+            tf.io.gfile.makedirs(log_dir)
+        except Exception as err:  # noqa: BLE001 - any file-system error.
+            raise ValueError(f"`log_dir` {log_dir!r} cannot be created: {err}") from None
+        return
+    try:
+        os.makedirs(log_dir, exist_ok=True)
+        probe = os.path.join(log_dir, f".write_test_{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as err:
+        raise ValueError(
+            f"`log_dir` {log_dir!r} is not a writable folder: {err.strerror or err}.") from None
+
+
+def _scalars(logs) -> dict[str, float]:
+    """The scalar entries of Keras logs as floats."""
+    out = {}
+    for name, value in (logs or {}).items():
+        try:
+            array = np.asarray(ops.convert_to_numpy(value))
+        except Exception:  # noqa: BLE001 - not a number: not a curve.
+            continue
+        if array.ndim == 0 and np.issubdtype(array.dtype, np.number):
+            out[name] = float(array)
+    return out
+
+
+def _lr_values(snapshot, steps: np.ndarray) -> list[float]:
+    """The rates applied at ``steps``, computed on the host like the graph does."""
+    if snapshot is None or steps.size == 0:
+        return []
+    kind = snapshot[0]
+    if kind == "constant":
+        return [snapshot[1]] * steps.size
+    if kind == "fixed":
+        _, schedule, factor, position = snapshot
+        value = np.float32(ops.convert_to_numpy(schedule(position))) * np.float32(factor)
+        return [float(value)] * steps.size
+    _, schedule, factor = snapshot
+    try:  # Most schedules are elementwise maths and take all steps at once.
+        values = np.asarray(ops.convert_to_numpy(schedule(steps)), "float32")
+        values = np.broadcast_to(values, steps.shape)
+    except Exception:  # noqa: BLE001 - e.g. a schedule with a scalar `cond`.
+        values = np.array([ops.convert_to_numpy(schedule(int(k))) for k in steps], "float32")
+    return [float(v) for v in values * np.float32(factor)]
+
+
+def _event_value(event: dict) -> float:
+    if event.get("kind") == "stop":  # A mark, whatever value it was seen at.
+        return 1.0
+    for key in ("new_lr", "value"):
+        value = event.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+                value):
+            return float(value)
+    return 1.0
+
+
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _event_markdown(event: dict) -> str:
+    extra = ", ".join(f"{k}={_fmt(v)}" for k, v in event.items()
+                      if k not in ("callback", "kind", "epoch", "reason"))
+    line = (f"- epoch {event.get('epoch')}: **{event.get('callback')}** "
+            f"{event.get('kind')}: {event.get('reason')}")
+    return f"{line} ({extra})" if extra else line

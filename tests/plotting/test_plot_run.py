@@ -1,0 +1,158 @@
+"""plot_run and its event reader on the logs of a real run."""
+
+import struct
+import sys
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from kerastune_kit import schedules as S
+from kerastune_kit.callbacks import KitCallback, TensorBoardCurves, TimeBasedLR, _lr_control
+from kerastune_kit.plotting import plot_run
+from kerastune_kit.plotting._events import read_run
+from kerastune_kit.plotting.plot_run import _markers
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class CutLR(KitCallback):
+    """Halves the LR at the end of ``epoch`` and records it, like CurveBasedLR."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            old_lr, new_lr = _lr_control.scale_learning_rate(self.model, 0.5)
+            self.record_event("lr_cut", epoch, "plateau", old_lr=old_lr, new_lr=new_lr)
+
+
+class TracksBest(KitCallback):
+    """Exposes best_epoch/best_value like EarlyStopping and records "best"."""
+
+    monitor = "val_loss"
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.best_epoch = self.best_value = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.best_value is None or logs["val_loss"] < self.best_value:
+            self.best_epoch, self.best_value = epoch, logs["val_loss"]
+            self.record_event("best", epoch, "improved", value=self.best_value)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class AdvanceClock(keras.callbacks.Callback):
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.clock.now += 1.0
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A warmup, an LR cut after epoch 1, a budget stop in epoch 4 (0-based)."""
+    keras.utils.set_random_seed(7)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(96, 4)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="binary_crossentropy",
+                  metrics=["accuracy"], steps_per_execution=4)
+    log_dir = tmp_path_factory.mktemp("run")
+    clock = FakeClock()
+    schedule = S.Warmup(S.LinearDecay(0.5, decay_steps=200), warmup_steps=10)
+    cut = CutLR(epoch=1)
+    # 64 training samples in batches of 8: 2 executions of 4 steps per
+    # epoch, 1 fake second each; the 9 s budget stops in epoch 4.
+    history = model.fit(x, y, batch_size=8, epochs=20, validation_split=1 / 3, verbose=0,
+                        callbacks=[AdvanceClock(clock),
+                                   TimeBasedLR(schedule, budget_seconds=9.0, clock=clock),
+                                   cut, TracksBest(), TensorBoardCurves(log_dir, lr_every_steps=2)])
+    return log_dir, history, schedule, cut
+
+
+def test_reader_returns_the_logged_scalars(run):
+    log_dir, history, schedule, cut = run
+    data = read_run(log_dir)
+    train, val = data.scalars["train"], data.scalars["validation"]
+    epochs = len(history.history["loss"])
+    assert epochs == 5
+    assert train["epoch_loss"] == [(e, pytest.approx(v, rel=1e-6))
+                                   for e, v in enumerate(history.history["loss"])]
+    assert val["epoch_accuracy"] == [(e, pytest.approx(v, rel=1e-6))
+                                     for e, v in enumerate(history.history["val_accuracy"])]
+    assert [v for _, v in train["epoch_iterations"]] == [8, 16, 24, 32, 36]
+    # Every second step, the schedule, halved from step 16 on (after epoch 1).
+    lr = train["learning_rate"]
+    assert [s for s, _ in lr] == list(range(0, 36, 2))
+    assert [v for _, v in lr] == pytest.approx(
+        [float(schedule(k)) * (0.5 if k >= 16 else 1.0) for k in range(0, 36, 2)], rel=1e-6)
+    assert train["kit/lr_cut"] == [(1, pytest.approx(cut.events[0]["new_lr"]))]
+    assert train["kit/stop"] == [(4, 1.0)]
+    texts = data.texts["train"]["kit/events"]
+    assert any(step == 1 and "plateau" in text for step, text in texts)
+    assert any(step == 4 and "budget" in text for step, text in texts)
+
+
+def test_markers_sit_where_the_decisions_were_taken(run):
+    log_dir, history, _, cut = run
+    markers = _markers(read_run(log_dir))
+    best_epoch = int(np.argmin(history.history["val_loss"]))
+    assert list(markers) == ["lr_cut", "best", "stop"]
+    assert markers["lr_cut"] == [(2.0, pytest.approx(cut.events[0]["new_lr"]), "plateau")]
+    assert markers["best"][0][::2] == (best_epoch + 1, f"epoch {best_epoch + 1}")
+    assert markers["stop"] == [(5.0, 1.0, "budget")]
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == PNG_SIGNATURE
+    assert head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_plot_run_writes_a_png(run, tmp_path):
+    log_dir, *_ = run
+    path = tmp_path / "plots" / "curves.png"
+    assert plot_run(log_dir, path) == str(path)
+    width, height = png_size(path)
+    # Three panels (loss, accuracy, learning rate) stacked.
+    assert 800 <= width <= 1200 and 800 <= height <= 1400
+    assert path.stat().st_size > 20_000
+
+
+def test_plot_run_reads_keras_tensorboard_logs(tmp_path):
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss=lambda y_true, y_pred: ops.mean(y_pred ** 2))
+    x = np.ones((8, 1), "float32")
+    model.fit(x, x, epochs=2, verbose=0, validation_data=(x, x),
+              callbacks=[keras.callbacks.TensorBoard(tmp_path / "logs", write_graph=False)])
+    out = plot_run(tmp_path / "logs", tmp_path / "keras.png")
+    assert png_size(out)[1] > 300
+
+
+def test_missing_matplotlib_says_how_to_install_it(run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        plot_run(run[0], tmp_path / "curves.png")
+
+
+def test_folder_without_event_files(tmp_path):
+    with pytest.raises(ValueError, match="log_dir"):
+        plot_run(tmp_path, tmp_path / "curves.png")
