@@ -174,9 +174,12 @@ def _flat_metrics(model):
     stack = list(getattr(model, "metrics", []) or [])
     while stack:
         metric = stack.pop()
-        inner = getattr(metric, "metrics", None)
-        if isinstance(inner, list):
-            stack.extend(inner)
+        # Compiled metrics are built lazily: before the first step only the
+        # user's lists (`_user_metrics`, ...) hold them.
+        for attr in ("metrics", "_user_metrics", "_user_weighted_metrics"):
+            inner = getattr(metric, attr, None)
+            if inner:
+                stack.extend(m for m in keras.tree.flatten(inner) if hasattr(m, "name"))
         yield metric
 
 

@@ -47,7 +47,9 @@ def controlled_schedule(model) -> ControlledSchedule:
             "callbacks need a float or a keras LearningRateSchedule."
         )
     else:
-        base = Constant(float(ops.convert_to_numpy(current)))
+        # `.numpy()` first: NumPy warns on __array__ of a mirrored variable.
+        value = current.numpy() if isinstance(current, keras.Variable) else current
+        base = Constant(float(ops.convert_to_numpy(value)))
     controlled = ControlledSchedule(base)
     # Assigned directly (not through the public setter) so the optimizer
     # keeps tracking its original rate variable: its variable list, and so

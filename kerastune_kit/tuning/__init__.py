@@ -1,0 +1,11 @@
+"""Tuning tools: the LR range test.
+
+``find_lr`` runs Smith's range test on a compiled model with its own train
+step and leaves the model and its optimizer exactly as they were; the
+returned ``LRFinderResult`` holds the curve, a suggestion and a plot.
+"""
+
+from kerastune_kit.tuning.find_lr import find_lr
+from kerastune_kit.tuning.lr_finder_result import LRFinderResult
+
+__all__ = ["LRFinderResult", "find_lr"]

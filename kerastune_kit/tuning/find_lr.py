@@ -1,0 +1,237 @@
+"""Smith's learning-rate range test, leaving the model as it found it."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerastune_kit._validation import check_choice, check_int, check_number, check_positive
+from kerastune_kit.schedules import LinearDecay
+from kerastune_kit.tuning.lr_finder_result import SUGGESTIONS, LRFinderResult
+
+# Model attributes that model.fit (or the test itself) replaces; they are put
+# back as they were, absent ones removed again.
+_FIT_ATTRIBUTES = ("optimizer", "train_function", "stop_training", "steps_per_execution",
+                   "history", "_eval_epoch_iterator")
+
+
+def find_lr(model: keras.Model, x: Any, y: Any = None, *, min_lr: float = 1e-7,
+            max_lr: float = 10.0, steps: int = 100, mode: str = "exponential",
+            smoothing: float = 0.98, divergence: float = 4.0, suggest: str = "valley",
+            batch_size: int | None = None) -> LRFinderResult:
+    """Runs an LR range test and suggests a learning rate.
+
+    Leslie Smith's range test (Smith, WACV 2017; fastai's ``lr_find``): train
+    from the current weights for up to ``steps`` steps with the rate rising
+    from ``min_lr`` to ``max_lr`` (geometrically for ``mode="exponential"``,
+    linearly for ``"linear"``), record each step's loss, and stop early when
+    the bias-corrected EMA of the loss (``smoothing``) exceeds ``divergence``
+    times its best value (only while that best is positive) or any loss is
+    non-finite.
+
+    The steps are the model's own train step, run by ``model.fit`` (so loss
+    weights, regularisation losses, gradient clipping and the distribution
+    strategy are those of real training), with ``steps_per_execution=1`` so
+    that every step's loss is seen. ``x`` and ``y`` are anything
+    ``model.fit`` accepts. Arrays (NumPy, or anything NumPy can read,
+    nested in lists/dicts as for ``fit``) are sampled without replacement,
+    reshuffled at each pass, with a fixed seed so that the test is
+    reproducible, into exactly ``steps`` batches (only those rows are
+    copied); a ``tf.data.Dataset`` is repeated; other inputs (a
+    ``PyDataset``, a generator) are cycled through epoch by epoch, and the
+    test ends early if a one-shot generator runs out.
+
+    The test runs on a fresh optimizer rebuilt from the model optimizer's
+    config (same class and hyper-parameters, the rising rate instead of its
+    own), so the model's optimizer is never touched: its variables (step
+    counter, slots), its learning-rate object and whether it is built are
+    exactly as before. The model's variables (weights, seed-generator state)
+    and metric states are restored bit for bit afterwards, and the train
+    function, ``stop_training``, ``steps_per_execution`` and ``history`` are
+    put back, also when the test is interrupted by an error.
+
+    Args:
+        model: a compiled, built Keras model (its weights must exist so they
+            can be restored).
+        x: the training inputs (arrays, a ``tf.data.Dataset``, a
+            ``PyDataset``...).
+        y: the targets, when ``x`` holds only inputs. Defaults to None.
+        min_lr: the first rate, ``> 0``. Defaults to 1e-7.
+        max_lr: the last rate, ``> min_lr``. Defaults to 10.
+        steps: the number of steps, ``>= 3``. Defaults to 100.
+        mode: ``"exponential"`` (default) or ``"linear"``.
+        smoothing: EMA coefficient of the loss in [0, 1). Defaults to 0.98.
+        divergence: stop when the smoothed loss exceeds this multiple of its
+            best, ``> 1``. Defaults to 4.
+        suggest: ``"valley"`` (default), ``"steepest"`` or ``"minimum"``; see
+            :class:`LRFinderResult`.
+        batch_size: passed to ``model.fit`` for array inputs. Defaults to
+            None (Keras's default of 32).
+
+    Returns:
+        An :class:`LRFinderResult` with ``lrs``, ``losses``, ``suggestion``
+        and ``plot()``.
+
+    Example:
+
+    ```python
+    from kerastune_kit.tuning import find_lr
+    result = find_lr(model, x_train, y_train, steps=100, batch_size=64)
+    result.suggestion          # e.g. 3.2e-3
+    result.plot("lr_range.png")
+    model.optimizer.learning_rate.assign(result.suggestion)
+    ```
+    """
+    min_lr = float(check_positive("min_lr", min_lr))
+    max_lr = float(check_number("max_lr", max_lr, low=min_lr, low_open=True))
+    steps = check_int("steps", steps, minimum=3)
+    mode = check_choice("mode", mode, ("exponential", "linear"))
+    smoothing = float(check_number("smoothing", smoothing, low=0.0, high=1.0, high_open=True))
+    divergence = float(check_number("divergence", divergence, low=1.0, low_open=True))
+    suggest = check_choice("suggest", suggest, SUGGESTIONS)
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+    if not isinstance(model, keras.Model) or getattr(model, "optimizer", None) is None:
+        raise ValueError(
+            "`model` must be a compiled keras.Model; call model.compile(optimizer=..., "
+            f"loss=...) first. Got {type(model).__name__}.")
+    if not model.built:
+        raise ValueError(
+            "`model` is not built: find_lr restores the weights afterwards, so they "
+            "must exist before it starts. Build it first (model.build(input_shape), "
+            "or call it on a batch).")
+
+    if mode == "exponential":
+        ramp = keras.optimizers.schedules.ExponentialDecay(
+            min_lr, decay_steps=steps - 1, decay_rate=max_lr / min_lr)
+    else:
+        ramp = LinearDecay(min_lr, decay_steps=steps - 1, end_learning_rate=max_lr)
+    lrs = ops.convert_to_numpy(ramp(np.arange(steps, dtype="float32"))).astype(np.float64)
+
+    fit_data = _fit_data(x, y, steps, batch_size)
+    recorder = _RangeRecorder(steps, smoothing, divergence)
+    saved = {name: model.__dict__[name] for name in _FIT_ATTRIBUTES if name in model.__dict__}
+    try:
+        strategy = getattr(model, "distribute_strategy", None)
+        # Its variables must live where the model's do (e.g. mirrored).
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model.optimizer = _rebuild_optimizer(model.optimizer, ramp)
+        model.steps_per_execution = 1
+        model.train_function = None  # traced anew, with the temporary optimizer
+        model.fit(**fit_data, verbose=0, callbacks=[recorder])
+    finally:
+        recorder.restore()
+        for name in _FIT_ATTRIBUTES:
+            if name in saved:
+                setattr(model, name, saved[name])
+            elif name in model.__dict__:
+                delattr(model, name)
+
+    done = len(recorder.losses)
+    return LRFinderResult(lrs=lrs[:done], losses=np.asarray(recorder.losses),
+                          raw_losses=np.asarray(recorder.raw_losses), method=suggest,
+                          stopped_early=recorder.stopped_early)
+
+
+def _fit_data(x, y, steps: int, batch_size: int | None) -> dict:
+    """model.fit arguments that give the test ``steps`` batches in one epoch."""
+    leaves = keras.tree.flatten(x if y is None else (x, y))
+    if leaves and all(hasattr(a, "shape") and hasattr(a, "__array__") for a in leaves):
+        arrays = keras.tree.map_structure(np.asarray, x if y is None else (x, y))
+        lengths = sorted({len(a) for a in keras.tree.flatten(arrays)})
+        if len(lengths) != 1 or lengths[0] == 0:
+            raise ValueError(
+                f"`x` and `y` must hold the same number of samples, at least one; got "
+                f"lengths {lengths}.")
+        n = lengths[0]
+        batch_size = batch_size or 32
+        rng = np.random.default_rng(0)
+        passes = -(-steps * batch_size // n)
+        rows = np.concatenate([rng.permutation(n) for _ in range(passes)])
+        rows = rows[:steps * batch_size]
+        sampled = keras.tree.map_structure(lambda a: a[rows], arrays)
+        x, y = (sampled, None) if y is None else sampled
+        return dict(x=x, y=y, batch_size=batch_size, epochs=1, shuffle=False)
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(x, tf.data.Dataset):
+        return dict(x=x.repeat(), y=y, epochs=1, steps_per_epoch=steps, shuffle=False)
+    # Anything else: as many passes as needed; the recorder stops at `steps`.
+    return dict(x=x, y=y, batch_size=batch_size, epochs=steps)
+
+
+def _rebuild_optimizer(optimizer, schedule):
+    """A fresh optimizer of the same class and config, driven by ``schedule``."""
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is not None:  # LossScaleOptimizer: rebuild the wrapped one.
+        config = optimizer.get_config()
+        config.pop("inner_optimizer", None)
+        return type(optimizer)(_rebuild_optimizer(inner, schedule), **config)
+    config = optimizer.get_config()
+    config["learning_rate"] = schedule
+    try:
+        return type(optimizer).from_config(config)
+    except Exception as err:
+        raise ValueError(
+            f"find_lr runs the test on a copy of the optimizer made from its config, "
+            f"and {type(optimizer).__name__}.from_config(get_config()) failed: {err}"
+        ) from err
+
+
+class _RangeRecorder(keras.callbacks.Callback):
+    """Records each step's loss, smooths it and stops the test."""
+
+    def __init__(self, steps: int, smoothing: float, divergence: float):
+        super().__init__()
+        self.steps, self.smoothing, self.divergence = steps, smoothing, divergence
+        self.raw_losses: list[float] = []
+        self.losses: list[float] = []
+        self.stopped_early = False
+        self._average = 0.0
+        self._best = math.inf
+        self._saved: list[tuple[Any, np.ndarray]] | None = None
+        self._metric_variables: list = []
+
+    def on_train_begin(self, logs=None):
+        # Taken here, after fit has built what it builds and before the first
+        # step, so it covers the weights of the very state the test starts
+        # from.
+        model = self.model
+        self._metric_variables = list(model.metrics_variables)
+        variables = {id(v): v for v in list(model.variables) + self._metric_variables}
+        self._saved = [(v, np.array(v.numpy(), copy=True)) for v in variables.values()]
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Keras logs the running mean of the epoch; with the metrics reset
+        # before each step (steps_per_execution is 1) it is that step's loss.
+        self.model.reset_metrics()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float(logs["loss"])
+        self.raw_losses.append(loss)
+        if math.isfinite(loss):
+            self._average = self.smoothing * self._average + (1 - self.smoothing) * loss
+            smoothed = self._average / (1 - self.smoothing ** len(self.raw_losses))
+        else:
+            smoothed = loss
+        self.losses.append(smoothed)
+        self._best = min(self._best, smoothed)
+        diverged = not math.isfinite(smoothed) or (
+            self._best > 0 and smoothed > self.divergence * self._best)
+        if diverged or len(self.losses) >= self.steps:
+            self.stopped_early = diverged and len(self.losses) < self.steps
+            self.model.stop_training = True
+
+    def restore(self):
+        if self._saved is None:
+            return
+        # Metrics created during the test (compiled metrics are built at the
+        # first trace) go back to their empty state.
+        self.model.reset_metrics()
+        for variable, value in self._saved:
+            variable.assign(value)
