@@ -10,12 +10,22 @@ from kerastune_kit.callbacks._base import (
     MonitorCallback,
     kit_callbacks,
 )
+from kerastune_kit.callbacks.backup_and_restore import BackupAndRestore
+from kerastune_kit.callbacks.curve_based_lr import CurveBasedLR
+from kerastune_kit.callbacks.divergence_guard import DivergenceGuard
+from kerastune_kit.callbacks.early_stopping import EarlyStopping
+from kerastune_kit.callbacks.tensorboard_curves import TensorBoardCurves
 from kerastune_kit.callbacks.time_based_lr import TimeBasedLR
 
 __all__ = [
+    "BackupAndRestore",
+    "CurveBasedLR",
+    "DivergenceGuard",
+    "EarlyStopping",
     "KitCallback",
     "MissingMonitorError",
     "MonitorCallback",
+    "TensorBoardCurves",
     "TimeBasedLR",
     "kit_callbacks",
 ]

@@ -43,6 +43,8 @@ class KitCallback(keras.callbacks.Callback):
     def set_model(self, model):
         super().set_model(model)
         _register(model, self)
+        # A CallbackList hands the model over before training begins.
+        self._training_begun = False
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -67,6 +69,7 @@ class KitCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         _seal(self._model)
+        self._training_begun = True
 
     def get_state(self) -> dict[str, Any]:
         """Returns the callback's state as plain JSON-able data."""
@@ -91,7 +94,9 @@ class KitCallback(keras.callbacks.Callback):
         self._mark_restored()
 
     def _mark_restored(self) -> None:
-        self._state_restored = True
+        # Restored after on_train_begin, the state is simply in place; only a
+        # restore before it must stop on_train_begin from resetting it.
+        self._state_restored = not self.__dict__.get("_training_begun", False)
 
     def _starts_fresh(self) -> bool:
         """Whether ``on_train_begin`` should reset per-run counters.
@@ -233,10 +238,10 @@ class MonitorCallback(KitCallback):
 
     def _is_improvement(self, value: float, reference: float | None) -> bool:
         """Whether ``value`` beats ``reference`` by the required margin."""
-        if reference is None:
-            return True
         if not math.isfinite(value):
             return False
+        if reference is None:
+            return True
         margin = self.min_delta
         if self.min_delta_mode == "rel":
             margin = self.min_delta * abs(reference)

@@ -120,6 +120,10 @@ class TimeBasedLR(KitCallback):
         else:
             self._controlled.factor.assign(float(value))
 
+    def get_state(self):
+        self._tick()  # elapsed time up to now, not to the last hook
+        return super().get_state()
+
     def set_state(self, state):
         super().set_state(state)
         self._elapsed_before = float(self.elapsed_seconds)

@@ -1,0 +1,365 @@
+"""Early stopping that never loses the best model."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import warnings
+
+import numpy as np
+
+from kerastune_kit import _distribute
+from kerastune_kit._atomic import (
+    check_suffix,
+    check_writable_folder,
+    remove_stale_temps,
+    replace_atomically,
+)
+from kerastune_kit._validation import check_choice, check_int, check_number
+from kerastune_kit.callbacks._base import MonitorCallback
+
+_SUFFIXES = (".keras", ".weights.h5")
+
+
+class EarlyStopping(MonitorCallback):
+    """Stops training when a metric stops improving, and restores the best model.
+
+    A superset of ``keras.callbacks.EarlyStopping``: ``monitor``, ``mode``,
+    ``patience``, ``min_delta``, ``baseline``, ``start_from_epoch`` and
+    ``restore_best_weights`` keep Keras's names and meaning. At the end of
+    every epoch ``wait`` grows by one and resets to 0 when the monitored
+    value beats the value of the last counted improvement by ``min_delta``
+    (and beats ``baseline`` if one is given); training stops once ``wait``
+    reaches ``patience``, as in Keras. What it adds:
+
+    * The best weights are restored in EVERY normal ending: stopped by this
+      callback, stopped by another callback, or epochs exhausted (Keras only
+      restores when it stopped training itself). "Best" is the epoch with
+      the best monitored value; ``min_delta`` only decides whether patience
+      resets.
+    * ``best_model_path`` (``.keras``: the whole model via ``model.save``;
+      ``.weights.h5``: ``model.save_weights``) is written at each new best,
+      atomically: into a temporary file in the same folder, flushed, then
+      moved over the real name with ``os.replace``. A kill during the write
+      leaves the previous best intact; temporary files of dead processes are
+      removed at the next ``on_train_begin``. The folder is created and
+      checked for writing at ``on_train_begin``, before any training.
+    * ``restore_from="disk"`` keeps no copy of the weights in memory and
+      restores from ``best_model_path``. Either way only the model's weights
+      are restored; the optimizer keeps its state of the last epoch, as with
+      Keras.
+    * Immediate stops: ``stopping_threshold`` (good enough),
+      ``divergence_threshold`` (hopeless) and ``stop_on_nonfinite`` (NaN or
+      inf). Epochs before ``start_from_epoch`` are warm-up, as in Keras: they
+      are never the best epoch and do not count for patience or the
+      thresholds; only a non-finite value stops training during warm-up.
+    * After training: ``best_epoch`` and ``best_value`` (also ``best``;
+      ``None`` when no monitored epoch had a finite value), ``stopped_epoch``
+      (``None`` when it did not stop; epoch indices are 0-based, as Keras
+      passes them to callbacks), ``stop_reason`` (``"patience"``, ``"threshold"``, ``"divergence"``,
+      ``"nonfinite"`` or ``None``) and ``summary``: one line saying why
+      training ended and which epoch was restored (its epoch numbers are
+      1-based, like the progress bar). ``verbose=1`` prints it. The
+      decisions are also in ``events`` (``"best"`` with ``value``;
+      ``"stop"`` with ``value``, ``best_epoch``, ``best_value``).
+    * ``get_state()``/``set_state()`` carry ``best``, ``best_epoch``,
+      ``reference`` (the value of the last counted improvement), ``wait``,
+      ``stopped_epoch`` and ``stop_reason``, so a resumed run keeps counting
+      patience where it was. The in-memory best weights are not part of that
+      JSON state: :class:`BackupAndRestore` saves them beside it, so a resume
+      through it loses nothing. Resumed otherwise, the restore at the end
+      falls back to ``best_model_path`` when the best epoch is older than the
+      resume; without a path it can only restore a best epoch seen after the
+      resume, and warns.
+    * Under several workers every worker takes the same decisions (they see
+      the same all-reduced logs); only the chief writes ``best_model_path``,
+      the others write to a throw-away folder beside it (removed at the end)
+      so ``restore_from="disk"`` works on every worker.
+
+    Args:
+        monitor: the quantity in the logs. Defaults to ``"val_loss"``.
+        mode: ``"auto"`` (from the name or the model's metric), ``"min"`` or
+            ``"max"``. Defaults to ``"auto"``.
+        patience: epochs without improvement after which training stops,
+            an integer ``>= 0``. Defaults to 5.
+        min_delta: the margin an improvement must have, ``>= 0``. Defaults
+            to 0.0.
+        min_delta_mode: ``"abs"`` (by ``min_delta``) or ``"rel"`` (by the
+            fraction ``min_delta`` of the reference). Defaults to ``"abs"``.
+        baseline: patience only resets on values that also beat this.
+            Defaults to None.
+        start_from_epoch: warm-up epochs to ignore, ``>= 0``. Defaults to 0.
+        restore_best_weights: restore the best epoch's weights at the end.
+            Defaults to True.
+        best_model_path: a ``.keras`` or ``.weights.h5`` file written at
+            each new best. Defaults to None.
+        restore_from: ``"memory"`` (an in-memory copy) or ``"disk"``
+            (re-read ``best_model_path``, which is then required). Defaults
+            to ``"memory"``.
+        stop_on_nonfinite: stop when the monitored value is NaN or inf.
+            Defaults to True.
+        stopping_threshold: stop as soon as the value is at least this good.
+            Defaults to None.
+        divergence_threshold: stop as soon as the value is worse than this.
+            Defaults to None.
+        on_missing: ``"raise"`` (a ``KeyError`` naming the missing key and
+            the keys present) or ``"warn"``. Defaults to ``"raise"``.
+        verbose: 1 prints the summary line at the end. Defaults to 0.
+
+    Example:
+
+    ```python
+    from kerastune_kit.callbacks import EarlyStopping
+    stop = EarlyStopping(patience=3, best_model_path="runs/best.keras")
+    history = model.fit(x, y, validation_data=(xv, yv), epochs=100,
+                        callbacks=[stop])
+    stop.best_epoch, stop.stop_reason  # e.g. (11, "patience")
+    model.evaluate(xv, yv)  # the val_loss of epoch 11
+    print(stop.summary)
+    # EarlyStopping: stopped at epoch 15: val_loss did not improve for 3
+    # epochs (patience=3); restored the weights of epoch 12 (val_loss=0.2)
+    ```
+    """
+
+    _state_attributes = ("best", "best_epoch", "reference", "wait", "stopped_epoch",
+                         "stop_reason")
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "auto", patience: int = 5,
+                 min_delta: float = 0.0, min_delta_mode: str = "abs",
+                 baseline: float | None = None, start_from_epoch: int = 0,
+                 restore_best_weights: bool = True, best_model_path: str | None = None,
+                 restore_from: str = "memory", stop_on_nonfinite: bool = True,
+                 stopping_threshold: float | None = None,
+                 divergence_threshold: float | None = None, on_missing: str = "raise",
+                 verbose: int = 0):
+        super().__init__(monitor, mode, min_delta=min_delta, min_delta_mode=min_delta_mode,
+                         on_missing=on_missing)
+        self.patience = check_int("patience", patience, minimum=0)
+        self.baseline = _optional_number("baseline", baseline)
+        self.start_from_epoch = check_int("start_from_epoch", start_from_epoch, minimum=0)
+        self.restore_best_weights = _check_bool("restore_best_weights", restore_best_weights)
+        self.restore_from = check_choice("restore_from", restore_from, ("memory", "disk"))
+        self.best_model_path = None if best_model_path is None else check_suffix(
+            "best_model_path", best_model_path, _SUFFIXES)
+        if self.restore_from == "disk" and self.best_model_path is None:
+            raise ValueError(
+                "restore_from='disk' restores from `best_model_path`, which is None; pass "
+                "best_model_path='....keras' or '....weights.h5', or use restore_from='memory'."
+            )
+        self.stop_on_nonfinite = _check_bool("stop_on_nonfinite", stop_on_nonfinite)
+        self.stopping_threshold = _optional_number("stopping_threshold", stopping_threshold)
+        self.divergence_threshold = _optional_number("divergence_threshold",
+                                                     divergence_threshold)
+        self.verbose = check_int("verbose", verbose, minimum=0)
+        if self._direction is not None:
+            self._check_thresholds()
+        self._write_path = None
+        self._reset()
+        self.summary = ""
+
+    @property
+    def best_value(self) -> float | None:
+        """The best monitored value so far (``None`` before any)."""
+        return self.best
+
+    # Hooks ----------------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._check_thresholds()
+        if self.best_model_path is not None:
+            self._write_path = _distribute.worker_path(self.best_model_path)
+            check_writable_folder("best_model_path", os.path.dirname(
+                os.path.abspath(self._write_path)))
+            remove_stale_temps(self._write_path)
+        if self._starts_fresh():
+            self._reset()
+        self._last_epoch = None
+        self._stop_value = None
+        self.summary = ""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        value = self._monitor_value(logs)
+        if value is None:
+            return
+        if not math.isfinite(value) and self.stop_on_nonfinite:
+            self._stop(epoch, "nonfinite", value)
+            return
+        if epoch < self.start_from_epoch:
+            return
+        self.wait += 1
+        if self._is_better(value, self.best):
+            self._new_best(epoch, value)
+        improved = math.isfinite(value) and self._is_improvement(value, self.reference)
+        if improved:
+            self.reference = value
+            if self.baseline is None or self._is_improvement(value, self.baseline):
+                self.wait = 0
+        if self._reached(value, self.stopping_threshold):
+            self._stop(epoch, "threshold", value)
+        elif self._diverged(value):
+            self._stop(epoch, "divergence", value)
+        elif not improved and self.wait >= self.patience and epoch > 0:
+            self._stop(epoch, "patience", value)
+
+    def on_train_end(self, logs=None):
+        source = self._restore()
+        self.summary = f"EarlyStopping: {self._ending()}; {self._restored(source)}."
+        if self.verbose:
+            print(self.summary)
+        if self._write_path is not None and self._write_path != self.best_model_path:
+            # A non-chief worker's copy only served its own restore.
+            shutil.rmtree(os.path.dirname(self._write_path), ignore_errors=True)
+
+    # Decisions --------------------------------------------------------------
+
+    def _reset(self):
+        self.best = None
+        self.best_epoch = None
+        self.reference = None
+        self.wait = 0
+        self.stopped_epoch = None
+        self.stop_reason = None
+        self.best_weights = None
+        self._best_weights_epoch = None
+        self._last_epoch = None
+        self._stop_value = None
+
+    def _reached(self, value, threshold):
+        if threshold is None or not math.isfinite(value):
+            return False
+        return value <= threshold if self.direction == "min" else value >= threshold
+
+    def _diverged(self, value):
+        threshold = self.divergence_threshold
+        if threshold is None or not math.isfinite(value):
+            return False
+        return value > threshold if self.direction == "min" else value < threshold
+
+    def _check_thresholds(self):
+        good, bad = self.stopping_threshold, self.divergence_threshold
+        if good is None or bad is None:
+            return
+        if (good >= bad) if self.direction == "min" else (good <= bad):
+            relation = "below" if self.direction == "min" else "above"
+            raise ValueError(
+                f"`stopping_threshold` ({good!r}) must be {relation} `divergence_threshold` "
+                f"({bad!r}) when {self.monitor!r} is {self.direction}imised."
+            )
+
+    def _new_best(self, epoch, value):
+        self.best = value
+        self.best_epoch = epoch
+        if self.restore_best_weights and self.restore_from == "memory":
+            self.best_weights = self.model.get_weights()
+            self._best_weights_epoch = epoch
+        if self._write_path is not None:
+            self._save_best()
+        self.record_event("best", epoch, "improved", value=value)
+
+    def _stop(self, epoch, reason, value):
+        self.stopped_epoch = epoch
+        self.stop_reason = reason
+        self._stop_value = value
+        self.model.stop_training = True
+        self.record_event("stop", epoch, reason, value=value, best_epoch=self.best_epoch,
+                          best_value=self.best)
+
+    # Saving and restoring ---------------------------------------------------
+
+    def _save_best(self):
+        model = self.model
+        if self._write_path.endswith(".keras"):
+            replace_atomically(self._write_path, lambda temp: model.save(temp))
+        else:
+            replace_atomically(self._write_path, lambda temp: model.save_weights(temp))
+
+    def _restore(self):
+        """Puts the best weights back; returns where they came from or None."""
+        if not self.restore_best_weights or self.best_epoch is None:
+            return None
+        if self.best_weights is not None and self._best_weights_epoch == self.best_epoch:
+            self.model.set_weights(self.best_weights)
+            return "memory"
+        if self._write_path is not None and os.path.exists(self._write_path):
+            _load_model_weights(self.model, self._write_path)
+            return "disk"
+        warnings.warn(
+            f"EarlyStopping cannot restore the best epoch {self.best_epoch}: its weights "
+            "were seen before the run was resumed and there is no best_model_path to "
+            "read them from; the final weights are kept. Resume with "
+            "kerastune_kit.callbacks.BackupAndRestore or pass best_model_path.",
+            stacklevel=2,
+        )
+        return None
+
+    def _backup_arrays(self):
+        """The in-memory best weights, for :class:`BackupAndRestore`."""
+        if self.best_weights is None:
+            return None
+        arrays = {f"w{i}": np.asarray(w) for i, w in enumerate(self.best_weights)}
+        arrays["epoch"] = np.asarray(self._best_weights_epoch)
+        return arrays
+
+    def _restore_arrays(self, arrays):
+        count = len(arrays) - 1
+        self.best_weights = [np.asarray(arrays[f"w{i}"]) for i in range(count)]
+        self._best_weights_epoch = int(arrays["epoch"])
+
+    # The summary line -------------------------------------------------------
+
+    def _ending(self):
+        value = self._stop_value
+        where = f"stopped at epoch {self.stopped_epoch + 1}" if self.stop_reason else ""
+        if self.stop_reason == "patience":
+            return (f"{where}: {self.monitor} did not improve for {self.wait} epochs "
+                    f"(patience={self.patience})")
+        if self.stop_reason == "threshold":
+            return f"{where}: {self.monitor}={value:.6g} reached stopping_threshold=" \
+                   f"{self.stopping_threshold:.6g}"
+        if self.stop_reason == "divergence":
+            return f"{where}: {self.monitor}={value:.6g} passed divergence_threshold=" \
+                   f"{self.divergence_threshold:.6g}"
+        if self.stop_reason == "nonfinite":
+            return f"{where}: {self.monitor} is {value}"
+        if self._last_epoch is None:
+            return "no epoch ran"
+        if getattr(self.model, "stop_training", False):
+            return f"stopped at epoch {self._last_epoch + 1} by another callback"
+        return f"did not stop; trained to epoch {self._last_epoch + 1}"
+
+    def _restored(self, source):
+        if not self.restore_best_weights:
+            return "kept the last weights (restore_best_weights=False)"
+        if self.best_epoch is None:
+            return f"no epoch had a usable {self.monitor}; kept the last weights"
+        if source is None:
+            return f"could not restore epoch {self.best_epoch + 1}; kept the last weights"
+        return (f"restored the weights of epoch {self.best_epoch + 1} "
+                f"({self.monitor}={self.best:.6g}) from {source}")
+
+
+def _load_model_weights(model, path):
+    """Loads the model's weights from ``path``, leaving the optimizer alone."""
+    optimizer = getattr(model, "optimizer", None)
+    skip = [optimizer] if optimizer is not None else []
+    if path.endswith(".weights.h5"):
+        model.load_weights(path, objects_to_skip=skip)
+        return
+    # Keras's public loader takes no objects_to_skip for a .keras archive;
+    # its saving library does, and reads the same archive.
+    from keras.src.saving import saving_lib
+
+    saving_lib.load_weights_only(model, path, objects_to_skip=skip)
+
+
+def _optional_number(name, value):
+    return None if value is None else float(check_number(name, value))
+
+
+def _check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)
