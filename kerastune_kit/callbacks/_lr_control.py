@@ -51,12 +51,19 @@ def controlled_schedule(model) -> ControlledSchedule:
         value = current.numpy() if isinstance(current, keras.Variable) else current
         base = Constant(float(ops.convert_to_numpy(value)))
     controlled = ControlledSchedule(base)
-    # Assigned directly (not through the public setter) so the optimizer
-    # keeps tracking its original rate variable: its variable list, and so
-    # every checkpoint of it, stays the same before and after installation.
-    optimizer._learning_rate = controlled
+    # The public setter also stops tracking the old rate variable, so the
+    # optimizer's variables are those of an optimizer built with a schedule:
+    # a model saved now loads back with matching optimizer state.
+    optimizer.learning_rate = controlled
     rebuild_train_function(model)
     return controlled
+
+
+def has_controlled_schedule(model) -> bool:
+    """Whether the model's optimizer already runs a ControlledSchedule."""
+    optimizer = getattr(model, "optimizer", None)
+    return optimizer is not None and isinstance(
+        base_optimizer(optimizer)._learning_rate, ControlledSchedule)
 
 
 def rebuild_train_function(model) -> None:

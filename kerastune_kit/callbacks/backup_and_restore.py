@@ -18,6 +18,7 @@ from kerastune_kit._atomic import (
     write_json_atomically,
 )
 from kerastune_kit._validation import check_int
+from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks._base import KitCallback, kit_callbacks
 
 _POINTER = "checkpoint.json"
@@ -178,7 +179,8 @@ class BackupAndRestore(KitCallback):
                     arrays[key] = f"arrays-{index}.npz"
                     np.savez(os.path.join(folder, arrays[key]), **saved)
             state = {"format": _FORMAT, "epochs_done": self._epochs_done,
-                     "callbacks": states, "arrays": arrays}
+                     "callbacks": states, "arrays": arrays,
+                     "lr_controlled": _lr_control.has_controlled_schedule(self.model)}
             with open(os.path.join(folder, _STATE), "w", encoding="utf-8") as f:
                 json.dump(state, f, indent=1)
             for name in os.listdir(folder):
@@ -243,6 +245,10 @@ class BackupAndRestore(KitCallback):
                 "build the same callbacks to resume, or delete the backup to start afresh."
             )
         model = self.model
+        if state.get("lr_controlled"):
+            # The saved optimizer ran the kit's LR schedule, which replaced
+            # its rate variable; install it first so the variables match.
+            _lr_control.controlled_schedule(model)
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None and not optimizer.built:
             # Keras loads optimizer variables only into a built optimizer.

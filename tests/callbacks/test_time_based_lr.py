@@ -209,3 +209,19 @@ def test_budget_stop_is_recorded_as_event_and_callbacks_are_registered():
     other = TimeBasedLR(0.1)
     model.fit(x, x, batch_size=4, epochs=1, verbose=0, callbacks=[other])
     assert kit_callbacks(model) == [other]  # a new fit call starts a new registry
+
+
+def test_model_saved_mid_schedule_loads_with_its_optimizer_state(tmp_path, recwarn):
+    schedule = S.Warmup(S.LinearDecay(0.1, decay_steps=40), warmup_steps=4)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    x, y = np.ones((16, 3), "float32"), np.zeros((16, 2), "float32")
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[TimeBasedLR(schedule)])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert not [w for w in recwarn if "Skipping variable loading" in str(w.message)]
+    assert len(loaded.optimizer.variables) == len(model.optimizer.variables)
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(float(schedule(8)))
