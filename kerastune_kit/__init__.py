@@ -1,8 +1,38 @@
-"""kerastune_kit: the training-tuning toolkit for Keras 3 on TensorFlow."""
+"""kerastune_kit: the training-tuning toolkit for Keras 3 on TensorFlow.
 
-from kerastune_kit import callbacks, schedules
-from kerastune_kit.callbacks import TimeBasedLR
+Submodules: ``schedules``, ``callbacks``, ``regularizers``, ``tuning``,
+``training``, ``plotting``. They are imported on first use, so the
+``kerastune-kit`` command answers ``--help`` and usage errors at once.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["TimeBasedLR", "callbacks", "schedules", "__version__"]
+_SUBMODULES = ("callbacks", "plotting", "regularizers", "schedules", "training", "tuning")
+_NAMES = {
+    "Trainer": "kerastune_kit.training",
+    "find_lr": "kerastune_kit.tuning",
+    "TimeBasedLR": "kerastune_kit.callbacks",
+    "CurveBasedLR": "kerastune_kit.callbacks",
+    "DivergenceGuard": "kerastune_kit.callbacks",
+    "EarlyStopping": "kerastune_kit.callbacks",
+    "BackupAndRestore": "kerastune_kit.callbacks",
+    "TensorBoardCurves": "kerastune_kit.callbacks",
+}
+
+__all__ = [*sorted(_NAMES), *_SUBMODULES, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kerastune_kit.{name}")
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'kerastune_kit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

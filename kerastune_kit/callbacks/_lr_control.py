@@ -55,8 +55,30 @@ def controlled_schedule(model) -> ControlledSchedule:
     # optimizer's variables are those of an optimizer built with a schedule:
     # a model saved now loads back with matching optimizer state.
     optimizer.learning_rate = controlled
+    _renew_variable_list(optimizer)
     rebuild_train_function(model)
     return controlled
+
+
+def _renew_variable_list(optimizer) -> None:
+    """Gives the optimizer a fresh list of its (unchanged) variables.
+
+    Untracking removed an element from the optimizer's variable list, and
+    TensorFlow's checkpointing refuses to save a list an element was removed
+    from (its dependencies are positional). A new list with the same
+    variables is clean, so ``tf.train.Checkpoint(optimizer=...)`` keeps
+    working; Keras's tracker is pointed at it so later variables land there.
+    """
+    tracker = getattr(optimizer, "_tracker", None)
+    config = getattr(tracker, "config", None)
+    if not isinstance(config, dict) or "variables" not in config:
+        return
+    from keras.src.utils.tracking import DotNotTrackScope
+
+    is_attr_type, _ = config["variables"]
+    with DotNotTrackScope():  # a plain list, as the optimizer's own __init__ makes
+        optimizer._variables = list(optimizer._variables)
+    config["variables"] = (is_attr_type, optimizer._variables)
 
 
 def has_controlled_schedule(model) -> bool:

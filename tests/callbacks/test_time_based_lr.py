@@ -225,3 +225,21 @@ def test_model_saved_mid_schedule_loads_with_its_optimizer_state(tmp_path, recwa
     for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert float(loaded.optimizer.learning_rate) == pytest.approx(float(schedule(8)))
+
+
+def test_tf_checkpoint_of_model_and_optimizer_still_works(tmp_path):
+    import tensorflow as tf
+
+    model = lr_probe_model(lr=0.1)
+    x = np.ones((4, 1), "float32")
+    model.fit(x, x, batch_size=2, epochs=1, verbose=0, callbacks=[TimeBasedLR(0.01)])
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    path = checkpoint.save(str(tmp_path / "ckpt"))
+    before = weight(model)
+    model.fit(x, x, batch_size=2, epochs=1, verbose=0, callbacks=[TimeBasedLR(0.01)])
+    assert weight(model) != before
+    checkpoint.restore(path)
+    assert weight(model) == before
+    # Variables created after the swap are still tracked by Keras.
+    names = [v.path for v in model.optimizer.variables]
+    assert len(names) == len(set(names)) and any("iteration" in n for n in names)

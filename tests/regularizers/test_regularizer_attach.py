@@ -339,8 +339,6 @@ def test_the_kits_trainer_trains_with_the_penalty():
     assert trainer.model._kit_regularizers_version == 1
 
 
-@pytest.mark.xfail(strict=True, reason="Trainer caches its traced step; needs it to retrace "
-                   "when model._kit_regularizers_version changes (see the report's diff)")
 def test_the_kits_trainer_picks_up_a_penalty_applied_after_its_first_fit():
     from kerastune_kit.training import Trainer
 

@@ -1,0 +1,161 @@
+"""Real processes: two workers under MultiWorkerMirroredStrategy on loopback,
+and a run killed with SIGKILL then resumed from its backup."""
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from kerastune_kit import Trainer
+
+SCRIPTS = os.path.join(os.path.dirname(__file__), "_scripts")
+TIMEOUT = 240  # Seconds; generous for a loaded 2-core machine, never a hang.
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env(**extra):
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **extra)
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(SCRIPTS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def finish(processes):
+    """Waits for all, killing every one still alive on timeout or failure."""
+    outputs = []
+    try:
+        for process in processes:
+            out, _ = process.communicate(timeout=TIMEOUT)
+            outputs.append(out)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return outputs
+
+
+def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    processes = []
+    for index in range(2):
+        workdir = tmp_path / f"worker{index}"
+        workdir.mkdir()
+        config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen(
+            [sys.executable, os.path.join(SCRIPTS, "multiworker_fit.py"),
+             str(tmp_path / f"result{index}.json")],
+            cwd=workdir, env=env(TF_CONFIG=json.dumps(config)),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = finish(processes)
+    for process, out in zip(processes, outputs):
+        assert process.returncode == 0, out[-3000:]
+
+    chief, other = (json.load(open(tmp_path / f"result{i}.json")) for i in range(2))
+    assert chief["replicas"] == 2
+    assert chief["strategy"] in ("MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy")
+    assert chief["history"] == other["history"]
+    for a, b in zip(chief["weights"], other["weights"]):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+
+    # Two workers = one replica with the same global batch (clipping included).
+    script = load_script("multiworker_fit")
+    reference = Trainer(script.make_model, lambda: keras.optimizers.SGD(0.05), "mse",
+                        metrics=["mae"], strategy="default", steps_per_execution=2,
+                        clipnorm=1.0)
+    x, y = script.data()
+    history = reference.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    np.testing.assert_allclose(chief["history"]["loss"], history.history["loss"], atol=1e-5)
+    for a, b in zip(chief["weights"], reference.model.get_weights()):
+        np.testing.assert_allclose(np.array(a), b, atol=1e-5)
+
+    # Only the chief wrote its checkpoint and logs; the other left nothing.
+    chief_files = os.listdir(tmp_path / "worker0" / "backup")
+    assert "checkpoint" in chief_files and "ckpt-3.index" in chief_files
+    assert os.listdir(tmp_path / "worker0" / "logs" / "train")
+    assert os.listdir(tmp_path / "worker1") == []
+
+
+def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    script = os.path.join(SCRIPTS, "resume_fit.py")
+    out, backup = str(tmp_path / "result.json"), str(tmp_path / "backup")
+    killed = subprocess.Popen([sys.executable, script, out, backup, "--kill-in-epoch", "3"],
+                              env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    (log,) = finish([killed])
+    assert killed.returncode == -signal.SIGKILL, log[-3000:]
+    assert not os.path.exists(out)
+    assert {"ckpt-2.index", "ckpt-3.index"} <= set(os.listdir(backup))  # Epochs 0-2 saved.
+
+    resumed = subprocess.Popen([sys.executable, script, out, backup], env=env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    (log,) = finish([resumed])
+    assert resumed.returncode == 0, log[-3000:]
+    result = json.load(open(out))
+    run, reference = result["resumed"], result["reference"]
+    assert run["epochs"] == [3, 4, 5]  # Picked up after the last saved epoch.
+    assert reference["epochs"] == list(range(6))
+    # The same decisions and numbers as the uninterrupted run, bit for bit.
+    for key in ("loss", "mae", "learning_rate"):
+        assert run["history"][key] == reference["history"][key][3:], key
+    assert run["cuts"] == reference["cuts"] > 0
+    for a, b in zip(run["weights"], reference["weights"]):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def test_backup_continues_with_more_epochs_and_never_repeats_a_stopped_run(tmp_path):
+    x = np.ones((8, 1), "float32")
+
+    def trainer():
+        keras.utils.set_random_seed(0)
+        return Trainer(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]),
+                       keras.optimizers.SGD(0.01), "mse")
+
+    def plateau():  # Cuts at every epoch but its first one.
+        return keras.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=0, min_delta=100)
+
+    first = trainer()
+    first.fit(x, x, batch_size=4, epochs=2, verbose=0, backup_dir=str(tmp_path / "a"),
+              callbacks=[plateau()])
+    weights = first.model.get_weights()
+    assert float(first.optimizer.learning_rate.numpy()) == pytest.approx(0.005)
+    again = trainer()  # A fresh process would start like this.
+    history = again.fit(x, x, batch_size=4, epochs=3, verbose=0, backup_dir=str(tmp_path / "a"),
+                        callbacks=[plateau()])
+    assert history.epoch == [2]  # Only the epoch the backup does not have.
+    assert int(again.optimizer.iterations.numpy()) == 6
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(weights, again.model.get_weights()))
+    # The rate lowered before the backup came back with it (a fresh
+    # ReduceLROnPlateau does not cut at its first epoch).
+    assert float(again.optimizer.learning_rate.numpy()) == pytest.approx(0.005)
+
+    stopped = trainer()
+    stopped.fit(x, x, batch_size=4, epochs=5, verbose=0, backup_dir=str(tmp_path / "b"),
+                callbacks=[StopAfterFirstEpoch()])
+    rerun = trainer()
+    history = rerun.fit(x, x, batch_size=4, epochs=5, verbose=0, backup_dir=str(tmp_path / "b"),
+                        callbacks=[StopAfterFirstEpoch()])
+    assert history.epoch == []  # The run had ended itself: nothing to redo.
+    for a, b in zip(stopped.model.get_weights(), rerun.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
