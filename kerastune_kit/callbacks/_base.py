@@ -72,8 +72,14 @@ class KitCallback(keras.callbacks.Callback):
         self._training_begun = True
 
     def get_state(self) -> dict[str, Any]:
-        """Returns the callback's state as plain JSON-able data."""
-        return {name: _jsonable(getattr(self, name)) for name in self._state_attributes}
+        """Returns the callback's state as plain JSON-able data.
+
+        The attributes named in ``_state_attributes``, plus ``events``: the
+        decisions taken so far, so a resumed run reports them all.
+        """
+        state = {name: _jsonable(getattr(self, name)) for name in self._state_attributes}
+        state["events"] = [dict(e) for e in self.events]
+        return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restores a state returned by :meth:`get_state`.
@@ -83,14 +89,18 @@ class KitCallback(keras.callbacks.Callback):
         restored counters instead of starting a fresh run (a backup may
         restore state before or after this callback's ``on_train_begin``).
         """
+        state = dict(state)
+        events = state.pop("events", None)
         unknown = set(state) - set(self._state_attributes)
         if unknown:
             raise ValueError(
                 f"{type(self).__name__}.set_state got unknown keys {sorted(unknown)}; "
-                f"accepted keys: {list(self._state_attributes)}."
+                f"accepted keys: {[*self._state_attributes, 'events']}."
             )
         for name, value in state.items():
             setattr(self, name, value)
+        if events is not None:
+            self._events = [dict(e) for e in events]
         self._mark_restored()
 
     def _mark_restored(self) -> None:

@@ -138,18 +138,9 @@ class CurveBasedLR(MonitorCallback):
 
     # State ------------------------------------------------------------------
 
-    def get_state(self) -> dict[str, Any]:
-        state = super().get_state()
-        state["events"] = [dict(e) for e in self.events]
-        return state
-
     def set_state(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        events = state.pop("events", None)
         super().set_state(state)
         self.window_values = [float(v) for v in self.window_values]
-        if events is not None:
-            self._events = [dict(e) for e in events]
 
     # Hooks ------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Any
 
 import numpy as np
 
@@ -123,20 +122,6 @@ class DivergenceGuard(KitCallback):
         self._snapshot: tuple[list[np.ndarray], list[np.ndarray]] | None = None
         self._reset_pending = False
         self._epoch = 0
-
-    # State ------------------------------------------------------------------
-
-    def get_state(self) -> dict[str, Any]:
-        state = super().get_state()
-        state["events"] = [dict(e) for e in self.events]
-        return state
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        events = state.pop("events", None)
-        super().set_state(state)
-        if events is not None:
-            self._events = [dict(e) for e in events]
 
     # Hooks ------------------------------------------------------------------
 

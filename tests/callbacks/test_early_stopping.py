@@ -268,6 +268,7 @@ def test_events_state_and_a_second_fit_call():
     assert [(e["epoch"], e["value"]) for e in stop.events if e["kind"] == "best"] == [
         (0, 5.0), (1, 4.0), (2, 3.0)]
     state = json.loads(json.dumps(stop.get_state()))
+    assert state.pop("events") == stop.events  # the decisions travel with the state
     assert state == {"best": 3.0, "best_epoch": 2, "reference": 3.0, "wait": 2,
                      "stopped_epoch": 4, "stop_reason": "patience"}
     # Reused in another fit call, it starts afresh.
@@ -294,8 +295,10 @@ def test_resumed_run_continues_counting_patience(tmp_path, with_path):
     with pytest.raises(RuntimeError, match="crash"):
         fit_probe(model, [Script(CURVE), first, CrashAfter(8)], epochs=len(CURVE))
     state = json.loads(json.dumps(first.get_state()))
-    assert state == {"best": 2.95, "best_epoch": 6, "reference": 2.95, "wait": 2,
-                     "stopped_epoch": None, "stop_reason": None}
+    assert [e["epoch"] for e in state["events"] if e["kind"] == "best"][-1] == 6
+    assert {k: v for k, v in state.items() if k != "events"} == {
+        "best": 2.95, "best_epoch": 6, "reference": 2.95, "wait": 2,
+        "stopped_epoch": None, "stop_reason": None}
 
     # A fresh callback object, as after a restart: no in-memory best weights.
     resumed = EarlyStopping(**kwargs)
