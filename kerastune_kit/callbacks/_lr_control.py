@@ -96,6 +96,25 @@ def rebuild_train_function(model) -> None:
         model.make_train_function(force=True)
 
 
+def write_control(model, variable, value: float) -> None:
+    """Writes a ControlledSchedule variable (factor or position) from the host.
+
+    On TensorFlow (and torch) the compiled step reads the variable when it
+    runs, so the write is all it takes. JAX's compiled step captured the
+    value as a constant, so there the train function is rebuilt; the kit
+    writes rarely (a cut, an epoch) to keep that cheap.
+    """
+    value = float(value)
+    if float(ops.convert_to_numpy(variable)) == value:
+        return
+    variable.assign(value)
+    if RETRACE_ON_HOST_WRITE:
+        rebuild_train_function(model)
+
+
+RETRACE_ON_HOST_WRITE = keras.backend.backend() == "jax"
+
+
 def current_learning_rate(model) -> float:
     """The learning rate the optimizer uses for its next step, as a float."""
     optimizer = base_optimizer(model.optimizer)
@@ -113,7 +132,7 @@ def scale_learning_rate(model, factor: float, min_lr: float = 0.0) -> tuple[floa
     new_lr = max(old_lr * factor, min_lr)
     old_factor = float(ops.convert_to_numpy(controlled.factor))
     if old_lr > 0:
-        controlled.factor.assign(old_factor * new_lr / old_lr)
+        write_control(model, controlled.factor, old_factor * new_lr / old_lr)
     return old_lr, current_learning_rate(model)
 
 

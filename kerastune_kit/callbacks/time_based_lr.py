@@ -32,7 +32,8 @@ class TimeBasedLR(KitCallback):
       know it; for Keras's it is their decay horizon (``decay_steps``, plus
       ``warmup_steps`` for CosineDecay; see
       :func:`kerastune_kit.schedules.schedule_length`). Progress is updated at
-      every execution boundary (each batch hook). The budget counts ALL
+      every execution boundary (each batch hook; under the JAX backend once
+      per epoch, since each update there costs a retrace). The budget counts ALL
       wall-clock time from ``on_train_begin``, validation and callbacks
       included, because that is what a budget of time is; across a resume
       the elapsed time carries over through :meth:`get_state`. When the
@@ -118,7 +119,7 @@ class TimeBasedLR(KitCallback):
         if self._controlled is None:
             self._pending_factor = float(value)
         else:
-            self._controlled.factor.assign(float(value))
+            _lr_control.write_control(self.model, self._controlled.factor, value)
 
     def get_state(self):
         self._tick()  # elapsed time up to now, not to the last hook
@@ -139,7 +140,7 @@ class TimeBasedLR(KitCallback):
             _lr_control.rebuild_train_function(self.model)
         self._controlled = controlled
         if self._pending_factor is not None:
-            controlled.factor.assign(self._pending_factor)
+            _lr_control.write_control(self.model, controlled.factor, self._pending_factor)
             self._pending_factor = None
         if self._starts_fresh():
             self._elapsed_before = 0.0
@@ -152,13 +153,18 @@ class TimeBasedLR(KitCallback):
         self._update_position()
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.unit == "second":
+        if self._position_per_execution:
             self._update_position()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.unit == "second":
+        if self._position_per_execution:
             self._update_position()
         self._check_budget()
+
+    @property
+    def _position_per_execution(self) -> bool:
+        # Under JAX a position write costs a retrace: move it once per epoch.
+        return self.unit == "second" and not _lr_control.RETRACE_ON_HOST_WRITE
 
     def on_epoch_end(self, epoch, logs=None):
         if self.unit == "second":
@@ -179,10 +185,12 @@ class TimeBasedLR(KitCallback):
 
     def _update_position(self):
         if self.unit == "epoch":
-            self._controlled.position.assign(float(getattr(self, "_epoch", 0)))
+            _lr_control.write_control(self.model, self._controlled.position,
+                                      getattr(self, "_epoch", 0))
         elif self.unit == "second":
             fraction = min(self._tick() / self.budget_seconds, 1.0)
-            self._controlled.position.assign(fraction * self.length)
+            _lr_control.write_control(self.model, self._controlled.position,
+                                      fraction * self.length)
 
     def _check_budget(self):
         if self.budget_seconds is None or not self.stop_at_budget:
