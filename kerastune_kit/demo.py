@@ -181,7 +181,7 @@ def run_demo(*, epochs: int = 40, batch_size: int = 64, budget_seconds: float | 
                      "reason": e["reason"]} for e in curve_based.events],
         "wall_seconds": round(time.monotonic() - start, 2),
         "run_dir": run_dir,
-        "strategy": type(trainer.strategy).__name__,
+        "strategy": type(trainer.strategy).__name__.lstrip("_"),
         "replicas": trainer.strategy.num_replicas_in_sync,
     }
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
