@@ -406,20 +406,12 @@ class Trainer:
 
     def _run_epoch(self, train_fn, iterator, callbacks, epoch, epochs, known_steps,
                    steps_per_epoch, global_step):
-        spe = self.options.steps_per_execution
         step, logs = 0, {}
-        while known_steps is None or step < known_steps:
-            n = spe if known_steps is None else min(spe, known_steps - step)
-            callbacks.on_train_batch_begin(step)
-            done, results = train_fn(iterator, self._count(n), self._flags[step == 0])
-            done = int(done)
-            if done == 0:
-                break
-            logs = _to_python(results)
-            step += done
-            callbacks.on_train_batch_end(step - 1, logs)
+        for step, logs in self._executions(train_fn, iterator, known_steps,
+                                           callbacks.on_train_batch_begin,
+                                           callbacks.on_train_batch_end):
             self._check_finite(logs, epoch, epochs, global_step + step)
-            if self.model.stop_training or done < n:
+            if self.model.stop_training:
                 break
         ran_dry = (steps_per_epoch is not None and step < steps_per_epoch
                    and not self.model.stop_training)
@@ -435,26 +427,35 @@ class Trainer:
         return dict(logs), step, ran_dry
 
     def _run_test(self, feed, callbacks) -> dict:
-        test_fn = self._test_function(feed.exact)
-        spe = self.options.steps_per_execution
-        known_steps = feed.steps
         callbacks.on_test_begin()
-        iterator = feed.epoch_iterator()
-        step, logs = 0, {}
-        while known_steps is None or step < known_steps:
-            n = spe if known_steps is None else min(spe, known_steps - step)
-            callbacks.on_test_batch_begin(step)
-            done, results = test_fn(iterator, self._count(n), self._flags[step == 0])
-            done = int(done)
-            if done == 0:
-                break
-            logs = _to_python(results)
-            step += done
-            callbacks.on_test_batch_end(step - 1, logs)
-            if done < n:
-                break
+        executions = list(self._executions(
+            self._test_function(feed.exact), feed.epoch_iterator(), feed.steps,
+            callbacks.on_test_batch_begin, callbacks.on_test_batch_end))
+        logs = executions[-1][1] if executions else {}
         callbacks.on_test_end(logs)
         return dict(logs)
+
+    def _executions(self, fn, iterator, known_steps, on_batch_begin, on_batch_end):
+        """Runs ``fn`` one execution at a time, with the batch hooks around each.
+
+        Yields ``(steps done so far, logs)`` after each execution; ends when
+        ``known_steps`` are done or the data runs out (a short execution).
+        """
+        spe = self.options.steps_per_execution
+        step = 0
+        while known_steps is None or step < known_steps:
+            n = spe if known_steps is None else min(spe, known_steps - step)
+            on_batch_begin(step)
+            done, results = fn(iterator, self._count(n), self._flags[step == 0])
+            done = int(done)
+            if done == 0:
+                return
+            logs = _to_python(results)
+            step += done
+            on_batch_end(step - 1, logs)
+            yield step, logs
+            if done < n:
+                return
 
     def _count(self, n: int) -> tf.Tensor:
         count = self._counts.get(n)
