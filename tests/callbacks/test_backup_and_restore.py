@@ -1,5 +1,6 @@
 """BackupAndRestore: real model.fit runs, real crashes, real SIGKILLs."""
 
+import functools
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from kit_testing import ScriptedLogs
 
 from kerastune_kit import schedules as S
 from kerastune_kit.callbacks import BackupAndRestore, EarlyStopping, KitCallback, TimeBasedLR
@@ -44,14 +46,8 @@ def fit_probe(model, callbacks, epochs):
                      callbacks=callbacks)
 
 
-class Script(keras.callbacks.Callback):
-    def __init__(self, values, key="val_score"):
-        super().__init__()
-        self.values = values
-        self.key = key
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs[self.key] = self.values[epoch]
+# Scripted values of the monitored quantity.
+Script = functools.partial(ScriptedLogs, key="val_score")
 
 
 class CrashAfter(keras.callbacks.Callback):

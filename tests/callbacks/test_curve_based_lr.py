@@ -7,24 +7,10 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from kit_testing import ScriptedLogs, lr_probe_model, weight
 
 from kerastune_kit import schedules as S
 from kerastune_kit.callbacks import CurveBasedLR, MissingMonitorError, TimeBasedLR
-
-
-def lr_probe_model(optimizer=None):
-    """One weight w, input 1, loss = prediction: every SGD step does w -= lr."""
-    model = keras.Sequential([
-        keras.Input((1,)),
-        keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros"),
-    ])
-    model.compile(optimizer=optimizer or keras.optimizers.SGD(1.0),
-                  loss=lambda y_true, y_pred: ops.mean(y_pred, axis=-1))
-    return model
-
-
-def weight(model):
-    return float(model.layers[0].kernel.numpy()[0, 0])
 
 
 def lr(model):
@@ -36,7 +22,7 @@ def drive(cb, values, model=None, monitor="val_loss", start=0):
 
     Returns the logs of each epoch (they get ``learning_rate``).
     """
-    model = model or lr_probe_model()
+    model = model or lr_probe_model(lr=1.0)
     cb.set_model(model)
     cb.on_train_begin()
     all_logs = []
@@ -56,7 +42,7 @@ def cut_epochs(cb):
 
 def test_plateau_cuts_after_patience_epochs_without_improvement():
     cb = CurveBasedLR(patience=3, factor=0.5)
-    model = lr_probe_model()
+    model = lr_probe_model(lr=1.0)
     values = [1.0, 0.9, 0.9, 0.9, 0.9, 0.8, 0.85, 0.81, 0.8, 0.7]
     logs = drive(cb, values, model)
     # Best 0.9 at epoch 1, three epochs without improvement: cut at 4; best
@@ -82,7 +68,7 @@ def test_cooldown_blocks_decisions_after_a_cut():
 
 def test_min_lr_is_a_floor_and_hitting_it_is_not_an_event():
     cb = CurveBasedLR(patience=1, factor=0.5, min_lr=0.3)
-    model = lr_probe_model()
+    model = lr_probe_model(lr=1.0)
     drive(cb, [1.0] * 6, model)
     assert [(e["old_lr"], e["new_lr"]) for e in cb.events] == [
         (1.0, 0.5), (0.5, pytest.approx(0.3))]
@@ -126,14 +112,14 @@ def test_auto_mode_resolution_and_error_asking_for_mode():
     assert CurveBasedLR(monitor="val_loss").direction == "min"
     assert CurveBasedLR(monitor="val_accuracy").direction == "max"
     cb = CurveBasedLR(monitor="val_widgets")
-    cb.set_model(lr_probe_model())
+    cb.set_model(lr_probe_model(lr=1.0))
     with pytest.raises(ValueError, match="mode"):
         cb.on_train_begin()
     assert CurveBasedLR(monitor="val_widgets", mode="max").direction == "max"
 
 
 def test_auto_mode_asks_the_models_keras_metric():
-    model = lr_probe_model()
+    model = lr_probe_model(lr=1.0)
     model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse",
                   metrics=[keras.metrics.CosineSimilarity(name="cos")])
     x = np.ones((4, 1), "float32")
@@ -168,7 +154,7 @@ def test_non_finite_values_never_improve():
 
 def test_slope_cuts_when_the_fitted_trend_flattens():
     cb = CurveBasedLR(rule="slope", window=4, patience=1, min_delta=0.01)
-    model = lr_probe_model()
+    model = lr_probe_model(lr=1.0)
     drive(cb, [1.0, 0.9, 0.8, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6], model)
     # Windows ending at 5 and 6 still fall by 0.07 and 0.03 per epoch (more
     # than 1% of the level); the window ending at 7 is flat: cut. The window
@@ -234,7 +220,7 @@ def test_state_round_trip_resumes_exactly(rule, restore_after_begin):
     assert cut_epochs(whole) == ([6, 11] if rule == "plateau" else [5, 12])
 
     first = CurveBasedLR(**kwargs)
-    model = lr_probe_model()
+    model = lr_probe_model(lr=1.0)
     drive(first, values[:6], model)
     state = json.loads(json.dumps(first.get_state()))
 
@@ -254,7 +240,7 @@ def test_state_round_trip_resumes_exactly(rule, restore_after_begin):
 
 def test_fresh_fit_call_resets_counters():
     cb = CurveBasedLR(patience=2)
-    model = lr_probe_model()
+    model = lr_probe_model(lr=1.0)
     drive(cb, [1.0, 1.0], model)
     assert cb.wait == 1
     cb.on_train_begin()
@@ -265,7 +251,7 @@ def test_fresh_fit_call_resets_counters():
 
 
 def test_missing_monitor_raises_naming_the_key_and_listing_present_keys():
-    model = lr_probe_model()
+    model = lr_probe_model(lr=1.0)
     x = np.ones((4, 1), "float32")
     with pytest.raises(MissingMonitorError) as err:
         model.fit(x, x, epochs=2, verbose=0, callbacks=[CurveBasedLR(monitor="val_loss")])
@@ -275,7 +261,7 @@ def test_missing_monitor_raises_naming_the_key_and_listing_present_keys():
 
 
 def test_missing_monitor_warns_once():
-    model = lr_probe_model()
+    model = lr_probe_model(lr=1.0)
     x = np.ones((4, 1), "float32")
     cb = CurveBasedLR(monitor="val_loss", on_missing="warn")
     with pytest.warns(UserWarning, match="val_loss") as record:
@@ -285,17 +271,6 @@ def test_missing_monitor_warns_once():
 
 
 # Real fits: the three learning-rate set-ups -----------------------------------
-
-
-class ScriptedValLoss(keras.callbacks.Callback):
-    """Writes a scripted val_loss into the epoch logs (placed before the cut)."""
-
-    def __init__(self, values):
-        super().__init__()
-        self.values = values
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs["val_loss"] = self.values[epoch]
 
 
 # Cuts at the end of epochs 2 and 4 (patience 1): factor 1, 1, 1, .5, .5, .25.
@@ -308,7 +283,7 @@ def fit_with_cuts(model, extra_callbacks=()):
     cut = CurveBasedLR(patience=1, factor=0.5)
     x = np.ones((STEPS_PER_EPOCH, 1), "float32")
     history = model.fit(x, x, batch_size=1, epochs=len(SCRIPT), verbose=0, shuffle=False,
-                        callbacks=[*extra_callbacks, ScriptedValLoss(SCRIPT), cut])
+                        callbacks=[*extra_callbacks, ScriptedLogs(SCRIPT), cut])
     assert cut_epochs(cut) == [2, 4]
     return history
 
@@ -352,7 +327,7 @@ def test_keras_reduce_lr_on_plateau_fails_where_we_do_not():
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=1)
     with pytest.raises(TypeError):
         model.fit(x, x, batch_size=1, epochs=len(SCRIPT), verbose=0,
-                  callbacks=[ScriptedValLoss(SCRIPT), plateau])
+                  callbacks=[ScriptedLogs(SCRIPT), plateau])
 
 
 # Bad arguments ---------------------------------------------------------------

@@ -1,5 +1,6 @@
 """EarlyStopping in real model.fit runs: decisions, best-model restore, files."""
 
+import functools
 import json
 import math
 import os
@@ -13,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from kit_testing import ScriptedLogs
 
 from kerastune_kit.callbacks import EarlyStopping, MissingMonitorError
 
@@ -48,17 +50,8 @@ def fit_probe(model, callbacks, epochs, **kwargs):
                      shuffle=False, callbacks=callbacks, **kwargs)
 
 
-class Script(keras.callbacks.Callback):
-    """Writes a scripted value into the epoch logs; placed before the callbacks
-    under test, which see the same logs dict."""
-
-    def __init__(self, values, key="val_score"):
-        super().__init__()
-        self.values = values
-        self.key = key
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs[self.key] = self.values[epoch]
+# Scripted values of the monitored quantity.
+Script = functools.partial(ScriptedLogs, key="val_score")
 
 
 class StopAt(keras.callbacks.Callback):

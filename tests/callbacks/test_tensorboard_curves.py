@@ -13,7 +13,7 @@ import urllib.request
 import keras
 import numpy as np
 import pytest
-from keras import ops
+from kit_testing import AdvanceClock, FakeClock, lr_probe_model, weight
 
 from kerastune_kit import schedules as S
 from kerastune_kit.callbacks import KitCallback, TensorBoardCurves, TimeBasedLR, _lr_control
@@ -105,22 +105,6 @@ def tensorboard(tmp_path_factory):
 # --- Models and callbacks used by the tests -----------------------------------
 
 
-def lr_probe_model(optimizer=None, steps_per_execution=1):
-    """One weight w, input 1, loss = prediction: every SGD step does w -= lr."""
-    model = keras.Sequential([
-        keras.Input((1,)),
-        keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros"),
-    ])
-    model.compile(optimizer=optimizer or keras.optimizers.SGD(0.0),
-                  loss=lambda y_true, y_pred: ops.mean(y_pred, axis=-1),
-                  steps_per_execution=steps_per_execution)
-    return model
-
-
-def weight(model):
-    return float(model.layers[0].kernel.numpy()[0, 0])
-
-
 class CutLR(KitCallback):
     """Halves the LR at the end of ``epoch`` and records it, like CurveBasedLR."""
 
@@ -151,23 +135,6 @@ class TracksBest(KitCallback):
         if self.model.stop_training:  # Another callback stopped the run.
             self.stop_reason, self.stopped_epoch = "stopped by another callback", epoch
             self.record_event("stop", epoch, self.stop_reason, value=value)
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
-class AdvanceClock(keras.callbacks.Callback):
-    def __init__(self, clock, seconds):
-        super().__init__()
-        self.clock, self.seconds = clock, seconds
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.clock.now += self.seconds
 
 
 # --- Tests ------------------------------------------------------------------
@@ -214,7 +181,7 @@ def test_decisions_are_markers_and_text(tensorboard):
     """An LR cut, a budget stop and a best epoch, from callbacks listed after
     the writer, show as kit/* scalars at their epoch and as text."""
     name = "decisions"
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     x = np.ones((16, 1), "float32")
     model = lr_probe_model()
     budget = TimeBasedLR(S.LinearDecay(1.0, decay_steps=1000), unit="second",

@@ -7,24 +7,10 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from kit_testing import AdvanceClock, FakeClock, lr_probe_model, weight
 
 from kerastune_kit import schedules as S
 from kerastune_kit.callbacks import TimeBasedLR
-
-
-def lr_probe_model(lr=0.0):
-    """One weight w, input 1, loss = prediction: every SGD step does w -= lr."""
-    model = keras.Sequential([
-        keras.Input((1,)),
-        keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros"),
-    ])
-    model.compile(optimizer=keras.optimizers.SGD(lr),
-                  loss=lambda y_true, y_pred: ops.mean(y_pred, axis=-1))
-    return model
-
-
-def weight(model):
-    return float(model.layers[0].kernel.numpy()[0, 0])
 
 
 class ReadAtExecutionEnds(keras.callbacks.Callback):
@@ -68,28 +54,9 @@ def test_epoch_unit_indexes_by_epoch():
     assert -weight(model) == pytest.approx(expected, rel=1e-5)
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
-class AdvanceClock(keras.callbacks.Callback):
-    """Advances the fake clock by a fixed amount after each execution."""
-
-    def __init__(self, clock, seconds):
-        super().__init__()
-        self.clock, self.seconds = clock, seconds
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.clock.now += self.seconds
-
-
 def test_second_unit_with_injected_clock_maps_budget_onto_schedule():
     schedule = S.LinearDecay(1.0, decay_steps=1000)
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     model = lr_probe_model()
     x = np.ones((40, 1), "float32")
     lr_cb = TimeBasedLR(schedule, unit="second", budget_seconds=10.0, clock=clock)
@@ -113,7 +80,7 @@ def test_second_unit_with_injected_clock_maps_budget_onto_schedule():
 
 
 def test_second_unit_resumes_elapsed_time_from_state():
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     first = TimeBasedLR(S.LinearDecay(1.0, 100), unit="second", budget_seconds=10.0, clock=clock)
     model = lr_probe_model()
     x = np.ones((4, 1), "float32")
@@ -199,7 +166,7 @@ def test_bad_arguments(kwargs, arg):
 def test_budget_stop_is_recorded_as_event_and_callbacks_are_registered():
     from kerastune_kit.callbacks import kit_callbacks
 
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     cb = TimeBasedLR(S.LinearDecay(1.0, 100), unit="second", budget_seconds=3.0, clock=clock)
     model = lr_probe_model()
     x = np.ones((8, 1), "float32")

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from kit_testing import AdvanceClock, FakeClock
 
 from kerastune_kit import schedules as S
 from kerastune_kit.callbacks import KitCallback, TensorBoardCurves, TimeBasedLR, _lr_control
@@ -43,23 +44,6 @@ class TracksBest(KitCallback):
         if self.best_value is None or logs["val_loss"] < self.best_value:
             self.best_epoch, self.best_value = epoch, logs["val_loss"]
             self.record_event("best", epoch, "improved", value=self.best_value)
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-class AdvanceClock(keras.callbacks.Callback):
-    def __init__(self, clock):
-        super().__init__()
-        self.clock = clock
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.clock.now += 1.0
 
 
 @pytest.fixture(scope="module")
