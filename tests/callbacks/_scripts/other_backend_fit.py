@@ -13,32 +13,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from keras import ops  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from kit_testing import ScriptedLogs, lr_probe_model, weight  # noqa: E402
 
 from kerastune_kit import schedules as S  # noqa: E402
 from kerastune_kit.callbacks import CurveBasedLR, EarlyStopping, TimeBasedLR  # noqa: E402
 
 
 def probe(lr=0.0, steps_per_execution=1):
-    """One weight w, input 1, loss = prediction: every SGD step does w -= lr."""
-    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(
-        1, use_bias=False, kernel_initializer="zeros")])
-    model.compile(optimizer=keras.optimizers.SGD(lr), steps_per_execution=steps_per_execution,
-                  loss=lambda y_true, y_pred: ops.mean(y_pred, axis=-1))
-    return model
+    return lr_probe_model(steps_per_execution=steps_per_execution, lr=lr)
 
 
 def moved(model):
-    return -float(np.asarray(model.layers[0].kernel)[0, 0])
-
-
-class ScriptedValLoss(keras.callbacks.Callback):
-    def __init__(self, values):
-        super().__init__()
-        self.values = values
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs["val_loss"] = self.values[epoch]
+    return -weight(model)
 
 
 x = np.ones((32, 1), "float32")
@@ -57,13 +45,13 @@ out["epoch"] = [moved(model), 4 * (0.01 + 0.005 + 0.0025), history.history["lear
 model = probe(0.01)
 curve = CurveBasedLR(patience=1, factor=0.5)
 model.fit(x, x, batch_size=8, epochs=4, verbose=0,
-          callbacks=[ScriptedValLoss([1.0] * 4), curve])
+          callbacks=[ScriptedLogs([1.0] * 4), curve])
 out["curve"] = [moved(model), 4 * (0.01 + 0.01 + 0.005 + 0.0025),
                 [e["epoch"] for e in curve.events]]
 
 model = probe(0.01)
 early = EarlyStopping(monitor="val_loss", patience=1)
 model.fit(x, x, batch_size=8, epochs=5, verbose=0,
-          callbacks=[ScriptedValLoss([3.0, 2.0, 2.5, 2.6, 2.7]), early])
+          callbacks=[ScriptedLogs([3.0, 2.0, 2.5, 2.6, 2.7]), early])
 out["early"] = [moved(model), 8 * 0.01, early.best_epoch, early.stop_reason]
 print(json.dumps(out))
