@@ -72,3 +72,10 @@ def check_increasing(name: str, values: Iterable[Any]) -> list:
             f"`{name}` must be strictly increasing, got {values!r}."
         )
     return [int(v) for v in values]
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Checks that ``value`` is True or False (NumPy booleans included)."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)

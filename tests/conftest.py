@@ -11,17 +11,39 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-_cpus = tf.config.list_physical_devices("CPU")
-if _cpus:
-    try:
-        tf.config.set_logical_device_configuration(
-            _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-    except RuntimeError:  # Already initialised by an earlier import.
-        pass
+BACKEND = os.environ["KERAS_BACKEND"]
+
+if BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    _cpus = tf.config.list_physical_devices("CPU")
+    if _cpus:
+        try:
+            tf.config.set_logical_device_configuration(
+                _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+        except RuntimeError:  # Already initialised by an earlier import.
+            pass
 
 import keras  # noqa: E402
+
+# Whole test folders and modules about the TensorFlow loop (the Trainer, the
+# command line and the notebooks, which run it).
+_TENSORFLOW_ONLY = ("training", "test_cli.py", "test_notebooks.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.tensorflow`` tests need the TensorFlow backend itself
+    (tf.distribute, tf.train.Checkpoint, the kit's Trainer): under another
+    backend they are skipped, with that reason."""
+    root = os.path.dirname(__file__)
+    skip = pytest.mark.skip(reason=f"needs the TensorFlow backend (KERAS_BACKEND={BACKEND})")
+    for item in items:
+        parts = os.path.relpath(str(item.fspath), root).split(os.sep)
+        if parts[0] in _TENSORFLOW_ONLY:
+            item.add_marker(pytest.mark.tensorflow)
+        if BACKEND != "tensorflow" and "tensorflow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """Small real-Keras helpers shared by the test modules (not a test module)."""
 
 import keras
+import pytest
 from keras import ops
 
 
@@ -56,3 +57,32 @@ class AdvanceClock(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.clock.now += self.seconds
+
+
+def numpy_initialized(model, seed=1):
+    """Sets every weight of a built model from NumPy's generator (Glorot
+    uniform kernels, zero biases), so a run starts from the same weights and
+    gives the same curve under every Keras backend."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    values = []
+    for w in model.get_weights():
+        if w.ndim >= 2:
+            fan = w.shape[-2] + w.shape[-1]
+            values.append((rng.uniform(-1, 1, w.shape) * np.sqrt(6 / fan)).astype(w.dtype))
+        else:
+            values.append(np.zeros_like(w))
+    model.set_weights(values)
+    return model
+
+
+def steps_per_execution(n):
+    """``n``, or 1 under Keras's torch backend, which runs one step per execution."""
+    return 1 if keras.backend.backend() == "torch" else n
+
+
+# For tests about several steps in one execution.
+multi_step_executions = pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="Keras's torch backend runs one step per execution")

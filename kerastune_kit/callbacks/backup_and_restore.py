@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 
 from kerastune_kit import _distribute
+from kerastune_kit import _keras_private as private
 from kerastune_kit._atomic import (
     check_writable_folder,
     fsync_path,
@@ -133,7 +134,7 @@ class BackupAndRestore(KitCallback):
     def on_epoch_begin(self, epoch, logs=None):
         # model.fit has read the initial epoch by now; a later fit call on the
         # same model must not inherit it.
-        self.model._initial_epoch = None
+        private.set_initial_epoch(self.model, None)
         if self._pending:
             self._save()
 
@@ -142,7 +143,7 @@ class BackupAndRestore(KitCallback):
         self._pending = True
 
     def on_train_end(self, logs=None):
-        self.model._initial_epoch = None
+        private.set_initial_epoch(self.model, None)
         if not self._chief:
             return
         if self.delete_on_success:
@@ -260,7 +261,7 @@ class BackupAndRestore(KitCallback):
                 with np.load(os.path.join(folder, state["arrays"][key])) as data:
                     callback._restore_arrays({k: data[k] for k in data.files})
         epochs_done = int(state["epochs_done"])
-        model._initial_epoch = epochs_done
+        private.set_initial_epoch(model, epochs_done)
         self._epochs_done = epochs_done
         self.resumed_from_epoch = epochs_done
         self.record_event("resume", epochs_done, "backup", folder=os.path.basename(folder))

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 
+from kerastune_kit import _optimizer
 from kerastune_kit._validation import check_choice, check_int, check_number
 from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks._base import KitCallback, MissingMonitorError
@@ -23,13 +24,14 @@ class DivergenceGuard(KitCallback):
     first step would build it). When the monitored loss is non-finite, or
     above ``spike_factor`` times the reference (only while the reference is
     positive), or when the epoch ends with a non-finite weight or optimizer
-    variable although the loss looks fine (a NaN input can do that: ``relu``
-    turns NaN into 0), the guard rolls back: it restores the snapshot,
+    variable although the loss the epoch logged looks fine (the last step's
+    update, or a NaN that some CPUs' ``relu`` turns into 0, can do that),
+    the guard rolls back: it restores the snapshot,
     multiplies the learning rate by ``factor`` (through the ``factor`` of
     the optimizer's :class:`~kerastune_kit.schedules.ControlledSchedule`,
-    which is not an optimizer variable, so the cut survives the restore and
-    composes with :class:`TimeBasedLR` and :class:`CurveBasedLR`) and
-    training goes on.
+    which is not among the optimizer's own variables it restores, so the
+    cut survives the restore and composes with :class:`TimeBasedLR` and
+    :class:`CurveBasedLR`) and training goes on.
 
     The reference is the best epoch value seen so far; before the first
     epoch has ended it is the loss of the run's first execution, so a run
@@ -174,8 +176,8 @@ class DivergenceGuard(KitCallback):
         snapshot = None
         if reason is None:
             snapshot = self._take_snapshot()
-            # A NaN input can poison the weights while the loss stays finite
-            # (relu(NaN) is 0); such a state is no "last good" one.
+            # The weights can be poisoned while the logged loss is finite (the
+            # epoch's last update came after it); no "last good" state.
             if not all(_finite(a) for part in snapshot for a in part):
                 reason = "non-finite weights"
         if reason is not None:
@@ -253,7 +255,10 @@ class DivergenceGuard(KitCallback):
             optimizer.build(self.model.trainable_variables)
 
     def _variables(self):
-        return list(self.model.weights), list(self.model.optimizer.variables)
+        # The optimizer's own variables: not the kit's LR controls, which the
+        # JAX backend carries among them (a rollback keeps its own cut).
+        _optimizer.host_sync(self.model)
+        return list(self.model.weights), _optimizer.own_variables(self.model.optimizer)
 
     @staticmethod
     def _numpy(variables) -> list[np.ndarray]:

@@ -11,11 +11,14 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerastune_kit import _optimizer
 from kerastune_kit._distribute import is_chief
+from kerastune_kit._scalars import host_float
 from kerastune_kit._validation import check_int
 from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks._base import KitCallback, kit_callbacks
 from kerastune_kit.schedules import ControlledSchedule
+from kerastune_kit.schedules.controlled import rates_on_host
 
 # Scalar and text tags of the kit's decisions start with this (TensorBoard
 # groups them in one section).
@@ -254,15 +257,10 @@ class TensorBoardCurves(KitCallback):
     def _siblings(self) -> list[KitCallback]:
         return [cb for cb in kit_callbacks(self.model) if cb is not self]
 
-    def _optimizer(self):
-        optimizer = getattr(self.model, "optimizer", None)
-        return None if optimizer is None else _lr_control.base_optimizer(optimizer)
-
     def _iterations(self) -> int:
-        optimizer = self._optimizer()
-        if optimizer is None:
+        if getattr(self.model, "optimizer", None) is None:
             return 0
-        return int(ops.convert_to_numpy(optimizer.iterations))
+        return _optimizer.step_count(self.model)
 
     def _lr_snapshot(self):
         """What the next execution's rates depend on, read before it runs.
@@ -271,22 +269,18 @@ class TensorBoardCurves(KitCallback):
         callback's batch or epoch hook before this execution is seen, and one
         written after it (at its end) is not.
         """
-        optimizer = self._optimizer()
-        if optimizer is None or self.lr_every_steps is None:
+        if getattr(self.model, "optimizer", None) is None or self.lr_every_steps is None:
             return None
-        # The schedule object itself; the public getter would evaluate it.
-        rate = optimizer._learning_rate
+        _optimizer.host_sync(self.model)
+        rate = _optimizer.rate_object(self.model.optimizer)
         if isinstance(rate, ControlledSchedule):
-            factor = float(ops.convert_to_numpy(rate.factor))
-            if rate.unit == "step":
-                return ("step", rate.schedule, factor)
-            return ("fixed", rate.schedule, factor,
-                    float(ops.convert_to_numpy(rate.position)))
+            controls = rate.controls()
+            return lambda steps: rate.rates_at(steps, controls)
         if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
-            return ("step", rate, 1.0)
+            return lambda steps: rates_on_host(rate, steps)
         if callable(rate) and not isinstance(rate, keras.Variable):
             return None
-        return ("constant", float(ops.convert_to_numpy(rate)))
+        return host_float(rate)
 
     def _write_events(self) -> None:
         """Writes the siblings' decisions not written yet, as markers and text."""
@@ -403,20 +397,9 @@ def _lr_values(snapshot, steps: np.ndarray) -> list[float]:
     """The rates applied at ``steps``, computed on the host like the graph does."""
     if snapshot is None or steps.size == 0:
         return []
-    kind = snapshot[0]
-    if kind == "constant":
-        return [snapshot[1]] * steps.size
-    if kind == "fixed":
-        _, schedule, factor, position = snapshot
-        value = np.float32(ops.convert_to_numpy(schedule(position))) * np.float32(factor)
-        return [float(value)] * steps.size
-    _, schedule, factor = snapshot
-    try:  # Most schedules are elementwise maths and take all steps at once.
-        values = np.asarray(ops.convert_to_numpy(schedule(steps)), "float32")
-        values = np.broadcast_to(values, steps.shape)
-    except Exception:  # noqa: BLE001 - e.g. a schedule with a scalar `cond`.
-        values = np.array([ops.convert_to_numpy(schedule(int(k))) for k in steps], "float32")
-    return [float(v) for v in values * np.float32(factor)]
+    if isinstance(snapshot, float):
+        return [snapshot] * steps.size
+    return [float(v) for v in snapshot(steps)]
 
 
 def _event_value(event: dict) -> float:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from keras import ops
-
-from kerastune_kit._validation import check_choice, check_int, check_positive
+from kerastune_kit import _optimizer
+from kerastune_kit._validation import check_bool, check_choice, check_int, check_positive
 from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks._base import KitCallback
+from kerastune_kit.callbacks._budget import BudgetTimer
 from kerastune_kit.schedules import schedule_length
 from kerastune_kit.schedules._base import as_schedule
 
@@ -17,43 +17,62 @@ from kerastune_kit.schedules._base import as_schedule
 class TimeBasedLR(KitCallback):
     """Sets the optimizer's learning rate from a schedule of training time.
 
-    The rate is ``schedule(progress) * factor``. ``factor`` (1.0 by default)
+    The rate is ``schedule(position) * factor``. ``factor`` (1.0 by default)
     is the hook through which :class:`CurveBasedLR` and the divergence guard
     scale the rate: their cuts multiply the schedule instead of fighting it.
+    The position is computed inside the compiled step from the optimizer's
+    step counter, so the rate changes at every step, also inside
+    ``steps_per_execution``, with no host write or sync per step:
 
-    * ``unit="step"``: progress is the optimizer's step counter, read inside
-      the compiled train step, so the rate changes at every step, also inside
-      ``steps_per_execution``, with no Python call or host sync per step.
-    * ``unit="epoch"``: progress is the epoch index (set at epoch begin).
-    * ``unit="second"``: progress is the fraction of ``budget_seconds`` spent,
-      mapped onto the schedule's length, so the schedule ends exactly when
-      the budget does (budgeted training, Li et al., ICLR 2020). The length is
-      ``total_steps`` if given, else the schedule's own: the kit's schedules
-      know it; for Keras's it is their decay horizon (``decay_steps``, plus
-      ``warmup_steps`` for CosineDecay; see
-      :func:`kerastune_kit.schedules.schedule_length`). Progress is updated at
-      every execution boundary (each batch hook; under the JAX backend once
-      per epoch, since each update there costs a retrace). The budget counts ALL
-      wall-clock time from ``on_train_begin``, validation and callbacks
-      included, because that is what a budget of time is; across a resume
-      the elapsed time carries over through :meth:`get_state`. When the
-      budget is spent and ``stop_at_budget`` is true, training stops after
-      the current execution (the epoch is still closed and validated).
+    * ``unit="step"``: the position is the optimizer's step counter.
+    * ``unit="epoch"``: the position is the epoch index (written at epoch
+      begin).
+    * ``unit="second"``: the schedule is mapped onto the steps the budget
+      buys, so that it ends exactly when the budget does (budgeted
+      training, Li et al., ICLR 2020). At every execution end the callback
+      measures the pace (seconds per optimizer step, the fit's first
+      execution excluded because it compiles) and the epoch boundaries
+      (validation and epoch-end work), estimates how many steps the rest of
+      the budget buys after paying for those boundaries and a closing
+      validation, and sets the rate at which the position moves per step to
+      reach the schedule's length at the last of them. Compile and tracing
+      time are therefore never schedule progress: the first step runs at
+      the schedule's start, and the position only moves with steps. Until a
+      pace is measured (the first two executions) the position stays where
+      it is. The length is ``total_steps`` if given, else the schedule's
+      own: the kit's schedules know it; for Keras's it is their decay
+      horizon (see :func:`kerastune_kit.schedules.schedule_length`).
+
+    ``budget_seconds`` (required with ``unit="second"``, optional
+    otherwise) counts ALL wall-clock time from ``on_train_begin``:
+    compiling, validation and callbacks included, because that is what a
+    budget of time is; across a resume the elapsed time carries over through
+    :meth:`get_state`. With ``stop_at_budget`` (default) training stops at
+    the first execution end where the rest of the budget cannot pay for one
+    more execution and the closing validation at the measured pace (or the
+    budget is spent), so the fit, its last validation included, ends within
+    the budget; the epoch is still closed and validated. A budget needs the
+    batch-end hook on the main thread, so with one Keras dispatches batch
+    ends synchronously (one host sync per execution; use
+    ``steps_per_execution`` to amortise it). :attr:`seconds` tells where
+    the time went (``compile``, ``train``, ``validate``, ``other``).
 
     The rate in effect at the end of each epoch is written to the epoch logs
-    as ``learning_rate``.
+    as ``learning_rate``. :meth:`get_state` carries the elapsed time, the
+    factor and the position, so a resumed run continues the schedule where
+    it was.
 
     Args:
         schedule: a ``LearningRateSchedule`` (the kit's or Keras's), a number,
             or a spec for :func:`kerastune_kit.schedules.get`.
         unit: ``"step"`` (default), ``"epoch"`` or ``"second"``.
-        budget_seconds: the wall-clock budget; required for
+        budget_seconds: the wall-clock budget, ``> 0``; required for
             ``unit="second"``, optional otherwise (then it only stops
-            training when ``stop_at_budget``).
+            training when ``stop_at_budget``). Defaults to None.
         stop_at_budget: stop training when the budget is spent. Defaults to
             True.
         total_steps: the schedule length to use with ``unit="second"``,
-            overriding the schedule's own. Defaults to None.
+            overriding the schedule's own, ``>= 1``. Defaults to None.
         clock: a function returning seconds; defaults to
             ``time.monotonic``. Tests inject their own.
         verbose: 1 prints when the budget stops training. Defaults to 0.
@@ -64,12 +83,15 @@ class TimeBasedLR(KitCallback):
     from kerastune_kit.callbacks import TimeBasedLR
     from kerastune_kit.schedules import Warmup, CosineDecay
     lr = TimeBasedLR(Warmup(CosineDecay(1e-2, decay_steps=900), 100))
-    model.fit(x, y, epochs=5, callbacks=[lr])
+    history = model.fit(x, y, epochs=5, callbacks=[lr])
     history.history["learning_rate"]  # the rate at the end of each epoch
+    budget = TimeBasedLR(CosineDecay(1e-2, 1000), unit="second", budget_seconds=60)
+    model.fit(x, y, epochs=10_000, callbacks=[budget])  # ends within 60 s
+    budget.seconds  # {"compile": ..., "train": ..., "validate": ..., "other": ...}
     ```
     """
 
-    _state_attributes = ("elapsed_seconds", "factor")
+    _state_attributes = ("elapsed_seconds", "factor", "position")
 
     def __init__(self, schedule, unit: str = "step", budget_seconds: float | None = None,
                  stop_at_budget: bool = True, total_steps: int | None = None,
@@ -79,7 +101,7 @@ class TimeBasedLR(KitCallback):
         self.unit = check_choice("unit", unit, ("step", "epoch", "second"))
         self.budget_seconds = None if budget_seconds is None else float(
             check_positive("budget_seconds", budget_seconds))
-        self.stop_at_budget = bool(stop_at_budget)
+        self.stop_at_budget = check_bool("stop_at_budget", stop_at_budget)
         self.total_steps = None if total_steps is None else check_int(
             "total_steps", total_steps, minimum=1)
         if unit == "second":
@@ -88,19 +110,30 @@ class TimeBasedLR(KitCallback):
             if self.length is None:
                 raise ValueError(
                     f"unit='second' needs the schedule's length, and "
-                    f"{type(self.schedule).__name__} has none: pass `total_steps`."
-                )
+                    f"{type(self.schedule).__name__} has none: pass `total_steps`.")
+        if clock is not None and not callable(clock):
+            raise ValueError(f"`clock` must be a function returning seconds, got {clock!r}.")
         self.clock = clock or time.monotonic
-        self.verbose = verbose
+        self.verbose = check_int("verbose", verbose, minimum=0)
         self.elapsed_seconds = 0.0
+        self.position = 0.0
         self.budget_exhausted = False
         self._pending_factor: float | None = None
-        self._started_at: float | None = None
-        self._elapsed_before = 0.0
         self._controlled = None
-        # Its batch-end work (a clock read, a variable write) is safe off the
-        # main thread, so Keras may keep dispatching batch ends asynchronously.
-        self.async_safe = True
+        self._timer = BudgetTimer(self.budget_seconds, self.clock)
+        self._epoch = 0
+
+    @property
+    def async_safe(self) -> bool:
+        # With a budget the batch-end hook may stop training and writes the
+        # schedule's controls: it must run before the next execution. Without
+        # one the batch hooks do nothing and Keras may dispatch them
+        # asynchronously.
+        return not self._times_executions
+
+    @property
+    def _times_executions(self) -> bool:
+        return self.budget_seconds is not None
 
     @property
     def length(self) -> int | None:
@@ -112,22 +145,35 @@ class TimeBasedLR(KitCallback):
         """The multiplier applied to the schedule (curve-based cuts)."""
         if self._controlled is None:
             return 1.0 if self._pending_factor is None else self._pending_factor
-        return float(ops.convert_to_numpy(self._controlled.factor))
+        _optimizer.host_sync(self.model)
+        return self._controlled.controls()["factor"]
 
     @factor.setter
     def factor(self, value: float) -> None:
         if self._controlled is None:
             self._pending_factor = float(value)
         else:
-            _lr_control.write_control(self.model, self._controlled.factor, value)
+            _lr_control.write_controls(self.model, factor=value)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds of the last (or current) fit: ``compile``, ``train``,
+        ``validate`` and ``other`` (timed only with a budget)."""
+        return self._timer.split()
 
     def get_state(self):
-        self._tick()  # elapsed time up to now, not to the last hook
+        self.elapsed_seconds = self._timer.elapsed()  # up to now, not to the last hook
+        if self._controlled is not None and self.unit != "step":
+            self.position = self._current_position()
         return super().get_state()
 
     def set_state(self, state):
         super().set_state(state)
-        self._elapsed_before = float(self.elapsed_seconds)
+        if self._timer.started_at is not None:  # restored after on_train_begin
+            self._timer.start(float(self.elapsed_seconds), self._timer.steps_per_epoch)
+            if self.unit == "second":
+                _lr_control.write_controls(self.model, position=self.position, rate=0.0,
+                                           anchor_step=_optimizer.step_count(self.model))
 
     # Hooks ----------------------------------------------------------------
 
@@ -137,71 +183,98 @@ class TimeBasedLR(KitCallback):
         if controlled.schedule is not self.schedule or controlled.unit != self.unit:
             controlled.schedule = self.schedule
             controlled.unit = self.unit
-            _lr_control.rebuild_train_function(self.model)
+            _optimizer.invalidate_traces(self.model)
         self._controlled = controlled
         if self._pending_factor is not None:
-            _lr_control.write_control(self.model, controlled.factor, self._pending_factor)
+            _lr_control.write_controls(self.model, factor=self._pending_factor)
             self._pending_factor = None
         if self._starts_fresh():
-            self._elapsed_before = 0.0
+            self.elapsed_seconds = 0.0
+            self.position = 0.0
             self.budget_exhausted = False
-        self._started_at = self.clock()
-        self._update_position()
+        self._timer = BudgetTimer(self.budget_seconds, self.clock)
+        self._timer.start(self.elapsed_seconds, (self.params or {}).get("steps"))
+        self._remapped_at = -float("inf")
+        if self.unit == "second":
+            # Until a pace is measured the position stays where it is.
+            _lr_control.write_controls(self.model, position=self.position, rate=0.0,
+                                       anchor_step=_optimizer.step_count(self.model))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        self._update_position()
+        self._timer.epoch_begin()
+        if self.unit == "epoch":
+            _lr_control.write_controls(self.model, position=epoch, rate=0.0)
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._position_per_execution:
-            self._update_position()
+        if self._times_executions:
+            self._timer.execution_begin()
+            self._batch_begin = batch
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._position_per_execution:
-            self._update_position()
+        if not self._times_executions:
+            return
+        self._timer.execution_end(batch - getattr(self, "_batch_begin", batch) + 1)
+        if self.unit == "second":
+            self._map_budget_onto_schedule()
         self._check_budget()
 
-    @property
-    def _position_per_execution(self) -> bool:
-        # Under JAX a position write costs a retrace: move it once per epoch.
-        return self.unit == "second" and not _lr_control.RETRACE_ON_HOST_WRITE
+    def on_test_begin(self, logs=None):
+        self._timer.test_begin()
+
+    def on_test_end(self, logs=None):
+        self._timer.test_end()
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.unit == "second":
-            self._update_position()
+        self._timer.epoch_end()
         _lr_control.record_learning_rate(self.model, logs)
         self._check_budget()
 
     def on_train_end(self, logs=None):
-        self._tick()
-        self._started_at = None
+        self.elapsed_seconds = self._timer.elapsed()
+        if self.unit != "step":
+            self.position = self._current_position()
+        self._timer.started_at = None
+        self._timer.elapsed_before = self.elapsed_seconds
 
     # Internals --------------------------------------------------------------
 
-    def _tick(self) -> float:
-        if self._started_at is not None:
-            self.elapsed_seconds = self._elapsed_before + self.clock() - self._started_at
-        return self.elapsed_seconds
+    def _current_position(self) -> float:
+        return self._controlled.position_at(_optimizer.step_count(self.model))
 
-    def _update_position(self):
-        if self.unit == "epoch":
-            _lr_control.write_control(self.model, self._controlled.position,
-                                      getattr(self, "_epoch", 0))
-        elif self.unit == "second":
-            fraction = min(self._tick() / self.budget_seconds, 1.0)
-            _lr_control.write_control(self.model, self._controlled.position,
-                                      fraction * self.length)
+    def _map_budget_onto_schedule(self) -> None:
+        # Remapping costs a few variable reads and writes (under JAX also a
+        # state sync), so it is done once a pace is known and then at most
+        # every 1% of the budget; in between the position moves in the graph
+        # at the last rate.
+        now = self._timer.elapsed()
+        if now - self._remapped_at < max(0.01 * self.budget_seconds, 0.05):
+            return
+        remaining = self._timer.remaining_steps()
+        if remaining is None:
+            return
+        self._remapped_at = now
+        step = _optimizer.step_count(self.model)
+        position = self._controlled.position_at(step)
+        # The last step the budget buys runs at the schedule's end.
+        rate = (self.length - position) / max(remaining - 1.0, 1.0)
+        _lr_control.write_controls(self.model, position=position, anchor_step=step,
+                                   rate=max(rate, 0.0))
+        self.position = position
 
     def _check_budget(self):
-        if self.budget_seconds is None or not self.stop_at_budget:
+        if self.budget_seconds is None or not self.stop_at_budget or self.budget_exhausted:
             return
-        if self._tick() >= self.budget_seconds and not self.budget_exhausted:
+        if self._timer.spent():
             self.budget_exhausted = True
+            self.elapsed_seconds = self._timer.elapsed()
             self.model.stop_training = True
-            self.record_event("stop", getattr(self, "_epoch", 0), "budget",
+            if self.unit == "second":  # the schedule ends with the budget
+                _lr_control.write_controls(self.model, position=self.length, rate=0.0,
+                                           anchor_step=_optimizer.step_count(self.model))
+            self.record_event("stop", self._epoch, "budget",
                               elapsed_seconds=self.elapsed_seconds,
                               budget_seconds=self.budget_seconds)
             if self.verbose:
                 print(f"TimeBasedLR: budget of {self.budget_seconds:g}s spent "
                       f"after {self.elapsed_seconds:.1f}s; stopping training.")
-

@@ -16,6 +16,8 @@ from typing import Any
 
 import keras
 
+from kerastune_kit._optimizer import invalidate_traces
+
 # role -> (weight attribute, regularizer attribute) pairs, first match wins
 # per weight. ``kernel=`` covers every input-side weight matrix; recurrent
 # kernels have their own role, as in Keras's own layer arguments.
@@ -184,24 +186,17 @@ def carried_by_saving(site: Site) -> bool:
     return config.get(site.attr) is not None
 
 
-# Bumped on every model (and nested model) whose penalties change, so that
-# a training loop caching its own traced step (the kit's Trainer) knows to
-# retrace: ``getattr(model, VERSION_ATTRIBUTE, 0)``.
-VERSION_ATTRIBUTE = "_kit_regularizers_version"
-
-
 def reset_compiled_functions(model) -> None:
-    """Forgets traced train/test/predict functions so the next call retraces.
+    """Makes every (nested) model retrace its train/test/predict functions.
 
-    A traced train function has the penalties of the moment it was traced
-    baked in; ``compile`` resets these the same way.
+    A traced function has the penalties of the moment it was traced baked
+    in; ``compile`` resets these the same way. The kit's one staleness
+    signal (:func:`kerastune_kit._optimizer.invalidate_traces`) also tells
+    loops that cache their own traced step (the kit's ``Trainer``).
     """
     for layer, _ in walk(model):
         if isinstance(layer, keras.Model):
-            layer.train_function = None
-            layer.test_function = None
-            layer.predict_function = None
-            setattr(layer, VERSION_ATTRIBUTE, getattr(layer, VERSION_ATTRIBUTE, 0) + 1)
+            invalidate_traces(layer, evaluation=True)
 
 
 def format_regularizer(regularizer) -> str:

@@ -26,10 +26,9 @@ def apply(model: keras.layers.Layer, kernel: Any = None, bias: Any = None,
     attribute (what ``get_config`` and ``.keras`` saving record). It then
     drops the model's traced train/test/predict functions, as ``compile``
     does, so that a model already trained retraces with the penalty on its
-    next ``fit``/``evaluate``; the optimizer and its state are kept. It also
-    increments ``model._kit_regularizers_version``, the signal for training
-    loops that cache their own traced step (the kit's ``Trainer``) to
-    retrace. Weight values are not touched.
+    next ``fit``/``evaluate``; the optimizer and its state are kept. The
+    kit's ``Trainer``, which caches its own traced step, sees the same
+    signal. Weight values are not touched.
 
     Which weights each argument covers:
 
@@ -146,6 +145,8 @@ def apply(model: keras.layers.Layer, kernel: Any = None, bias: Any = None,
 
     for site, regularizer in targets:
         site.set(regularizer)
+        if hasattr(regularizer, "attached_to"):  # a ScheduledRegularizer
+            regularizer.attached_to(model)
     _sites.reset_compiled_functions(model)
 
     lost = [f"{site.path}.{site.weight}" for site, _ in targets

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import keras
 from keras import ops
 
+from kerastune_kit._optimizer import invalidate_traces
+from kerastune_kit._scalars import host_float
 from kerastune_kit._validation import check_non_negative
 from kerastune_kit.regularizers.lookup import get
 
@@ -26,10 +29,11 @@ class ScheduledRegularizer(keras.regularizers.Regularizer):
     """A penalty ``strength * base(w)`` whose strength can change mid-training.
 
     ``strength`` is a non-trainable ``keras.Variable`` created once, in the
-    constructor. The compiled train step reads it at every step, so a
-    callback that calls :meth:`set_strength` (or ``strength.assign``)
-    changes the penalty from the next step on without retracing the train
-    function: ramping L2 up over the first epochs costs nothing.
+    constructor. Under TensorFlow and torch the compiled train step reads it
+    at every step, so a callback that calls :meth:`set_strength` (or
+    ``strength.assign``) changes the penalty from the next step on without
+    retracing the train function: ramping L2 up over the first epochs costs
+    nothing. Under JAX each change retraces (see :meth:`set_strength`).
 
     ``base`` is Keras's own regularizer; this class only multiplies its
     value. A bare name (``"l1"``, ``"l2"``, ``"l1l2"``, ``"orthogonal"``)
@@ -75,12 +79,37 @@ class ScheduledRegularizer(keras.regularizers.Regularizer):
         return "float32" if dtype is None else keras.backend.standardize_dtype(dtype)
 
     def set_strength(self, value: float) -> None:
-        """Sets the multiplier; the next train step uses it, no retracing."""
-        self.strength.assign(float(check_non_negative("strength", value)))
+        """Sets the multiplier; the next train step uses it.
+
+        TensorFlow and torch read the variable at every step: no retrace.
+        JAX compiles the penalty with the strength as a constant (Keras's
+        JAX trainer passes only the model's and optimizer's variables into
+        the step), so there a change retraces the train function of every
+        model this regularizer was attached to with
+        :func:`kerastune_kit.regularizers.apply`; a regularizer given to a
+        layer's constructor is only picked up at the model's next trace.
+        """
+        value = float(check_non_negative("strength", value))
+        if host_float(self.strength) == value:
+            return
+        self.strength.assign(value)
+        if keras.backend.backend() == "jax":
+            for model in list(self._models):
+                invalidate_traces(model, evaluation=True)
+
+    @property
+    def _models(self) -> weakref.WeakSet:
+        if "_attached_models" not in self.__dict__:
+            self._attached_models = weakref.WeakSet()
+        return self._attached_models
+
+    def attached_to(self, model) -> None:
+        """Records a model this regularizer penalises (``regularizers.apply`` calls it)."""
+        self._models.add(model)
 
     def get_config(self) -> dict:
         return {
-            "strength": float(self.strength.numpy()),
+            "strength": host_float(self.strength),
             "base": keras.saving.serialize_keras_object(self.base),
         }
 

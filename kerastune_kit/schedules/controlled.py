@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
+import numpy as np
 from keras import ops
 
-from kerastune_kit._validation import check_choice
+from kerastune_kit._scalars import host_float
+from kerastune_kit._validation import check_choice, check_number
 from kerastune_kit.schedules._base import (
     KitSchedule,
     deserialize_schedule,
@@ -23,57 +27,180 @@ class ControlledSchedule(KitSchedule):
     This is the hook through which the kit's callbacks compose: the
     time-based callback chooses ``schedule`` and what drives its position,
     and curve-based control multiplies ``factor``, so a cut scales the
-    schedule instead of fighting it. Both ``factor`` and (for the epoch and
-    second units) ``position`` are variables: changing them needs no
-    retracing of the train function.
+    schedule instead of fighting it.
 
-    With ``unit="step"`` the position is the optimizer's own step counter,
-    read inside the compiled step, so the rate changes at EVERY step even
-    inside ``steps_per_execution``. With ``"epoch"`` or ``"second"`` the
-    callback writes the position from the host.
+    The position comes from the optimizer's step counter, inside the
+    compiled step, so it moves at EVERY step, also inside
+    ``steps_per_execution``:
+
+    * ``unit="step"``: ``position = step``.
+    * ``unit="epoch"`` and ``"second"``: ``position = position0 + rate *
+      (step - anchor_step)``, clipped to ``[0, length]`` for ``"second"``.
+      The host writes ``position0`` (the ``position`` variable),
+      ``anchor_step`` and ``rate`` now and then: the epoch unit sets the
+      epoch index with ``rate = 0``; the second unit re-estimates how many
+      steps its budget buys and sets the rate that reaches the schedule's
+      end then.
+
+    ``factor``, ``position``, ``anchor_step`` and ``rate`` are variables:
+    writing them needs no retrace of the train function (under JAX the kit
+    carries them in the optimizer's state during training for that reason).
 
     Args:
         schedule: the wrapped schedule.
         unit: ``"step"`` (default), ``"epoch"`` or ``"second"``.
-        factor: initial multiplier. Defaults to 1.
-        position: initial host-side position. Defaults to 0.
+        factor: initial multiplier, ``>= 0``. Defaults to 1.
+        position: the position at ``anchor_step``. Defaults to 0.
+        anchor_step: the step at which the position is ``position``.
+            Defaults to 0.
+        rate: positions per step after ``anchor_step``, ``>= 0``. Defaults
+            to 0.
 
     Example:
 
     >>> from kerastune_kit.schedules import ControlledSchedule, LinearDecay
     >>> s = ControlledSchedule(LinearDecay(1.0, 100))
-    >>> s.factor.assign(0.5)
+    >>> s.set_factor(0.5)
     >>> round(float(s(50)), 6)
     0.25
+    >>> s = ControlledSchedule(LinearDecay(1.0, 100), unit="second", rate=2.0)
+    >>> round(float(s(10)), 6), s.position_at(10)
+    (0.8, 20.0)
     """
 
     def __init__(self, schedule, unit: str = "step", factor: float = 1.0,
-                 position: float = 0.0):
+                 position: float = 0.0, anchor_step: float = 0.0, rate: float = 0.0):
         self.schedule = schedule
         self.unit = check_choice("unit", unit, UNITS)
-        self.factor = keras.Variable(float(factor), dtype="float32",
-                                     trainable=False, name="lr_factor")
-        self.position = keras.Variable(float(position), dtype="float32",
-                                       trainable=False, name="lr_position")
+        check_number("factor", factor, low=0.0)
+        check_number("rate", rate, low=0.0)
+        self.factor = _variable(factor, "lr_factor")
+        self.position = _variable(position, "lr_position")
+        self.anchor_step = _variable(anchor_step, "lr_anchor_step")
+        self.rate = _variable(rate, "lr_rate")
 
     @property
     def total_steps(self):
         return schedule_length(self.schedule)
 
+    @property
+    def variables(self) -> list:
+        """The host-controlled variables: factor, position, anchor_step, rate."""
+        return [self.factor, self.position, self.anchor_step, self.rate]
+
+    def _position(self, step):
+        if self.unit == "step":
+            return step
+        steps = ops.cast(step, "float32") - self.anchor_step
+        pos = self.position + self.rate * steps
+        if self.unit == "second":
+            length = self.total_steps
+            pos = ops.maximum(pos, 0.0)
+            if length is not None:
+                pos = ops.minimum(pos, float(length))
+        return pos
+
     def __call__(self, step):
-        pos = step if self.unit == "step" else self.position
-        return ops.cast(self.schedule(pos), "float32") * self.factor
+        return ops.cast(self.schedule(self._position(step)), "float32") * self.factor
+
+    # Host side ----------------------------------------------------------------
+
+    def controls(self) -> dict[str, float]:
+        """The host-controlled values as plain floats."""
+        return {name: _read(getattr(self, name))
+                for name in ("factor", "position", "anchor_step", "rate")}
+
+    def set_controls(self, **values: float) -> None:
+        """Writes any of ``factor``, ``position``, ``anchor_step``, ``rate``."""
+        unknown = set(values) - {"factor", "position", "anchor_step", "rate"}
+        if unknown:
+            raise ValueError(
+                f"ControlledSchedule.set_controls got unknown names {sorted(unknown)}.")
+        for name, value in values.items():
+            variable = getattr(self, name)
+            if _read(variable) != float(value):
+                variable.assign(float(value))
+
+    def set_factor(self, value: float) -> None:
+        self.set_controls(factor=value)
+
+    def position_at(self, step) -> float:
+        """The position at ``step``, computed on the host like the graph does."""
+        return float(self.positions_at(np.asarray([step]))[0])
+
+    def positions_at(self, steps, controls: dict | None = None) -> np.ndarray:
+        """Positions at ``steps`` (optimizer steps), with the current controls
+        or with ``controls`` as :meth:`controls` returned them earlier."""
+        steps = np.asarray(steps)
+        if self.unit == "step":
+            return steps.astype("float64")
+        c = controls or self.controls()
+        pos = np.float32(c["position"]) + np.float32(c["rate"]) * (
+            steps.astype("float32") - np.float32(c["anchor_step"]))
+        if self.unit == "second":
+            pos = np.maximum(pos, 0.0)
+            if self.total_steps is not None:
+                pos = np.minimum(pos, float(self.total_steps))
+        return pos
+
+    def rates_at(self, steps, controls: dict | None = None) -> np.ndarray:
+        """The learning rates at ``steps`` (optimizer steps), on the host."""
+        c = controls or self.controls()
+        return rates_on_host(self.schedule, self.positions_at(steps, c)) * np.float32(
+            c["factor"])
+
+    def set_rate(self, value: float, step) -> None:
+        """Makes the learning rate at ``step`` equal ``value`` by setting ``factor``.
+
+        This is what a float written to the optimizer's ``learning_rate``
+        means once the kit controls it (Keras's ``ReduceLROnPlateau`` and
+        ``LearningRateScheduler`` do that): the rate in effect becomes
+        ``value`` and the schedule keeps its shape from there, scaled.
+        """
+        value = float(value)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"A learning rate must be a finite number >= 0, got {value!r}.")
+        base = float(rates_on_host(self.schedule, self.positions_at(np.asarray([step])))[0])
+        if base <= 0:
+            if value == 0:
+                self.set_factor(0.0)
+                return
+            raise ValueError(
+                f"Cannot set the learning rate to {value:g}: kerastune_kit controls this "
+                f"optimizer's rate (schedule x factor) and its schedule "
+                f"{type(self.schedule).__name__} is 0 at step {int(step)}, so no factor "
+                "gives that rate. A float written to optimizer.learning_rate (for example by "
+                "keras.callbacks.LearningRateScheduler) scales the kit's schedule; use "
+                "kerastune_kit.callbacks.TimeBasedLR for the schedule and CurveBasedLR "
+                "(rule='plateau') for cuts instead.")
+        self.set_factor(value / base)
 
     def get_config(self):
-        return {
-            "schedule": serialize_schedule(self.schedule),
-            "unit": self.unit,
-            "factor": float(ops.convert_to_numpy(self.factor)),
-            "position": float(ops.convert_to_numpy(self.position)),
-        }
+        config = {"schedule": serialize_schedule(self.schedule), "unit": self.unit}
+        config.update(self.controls())
+        return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         config["schedule"] = deserialize_schedule(config["schedule"])
         return cls(**config)
+
+
+def rates_on_host(schedule, positions) -> np.ndarray:
+    """``schedule`` at each of ``positions``, as float32 NumPy values."""
+    positions = np.asarray(positions)
+    try:  # Most schedules are elementwise maths and take all positions at once.
+        values = np.asarray(ops.convert_to_numpy(schedule(positions)), "float32")
+        return np.broadcast_to(values, positions.shape)
+    except Exception:  # noqa: BLE001 - e.g. a schedule with a scalar `cond`.
+        return np.array([ops.convert_to_numpy(schedule(p)) for p in positions.tolist()],
+                        "float32").reshape(positions.shape)
+
+
+def _variable(value, name):
+    return keras.Variable(float(value), dtype="float32", trainable=False, name=name)
+
+
+def _read(variable) -> float:
+    return host_float(variable)

@@ -29,8 +29,8 @@ import keras
 import tensorflow as tf
 
 from kerastune_kit._distribute import worker_path
+from kerastune_kit._optimizer import rate_object
 from kerastune_kit.callbacks._base import KitCallback
-from kerastune_kit.callbacks._lr_control import base_optimizer
 from kerastune_kit.schedules import ControlledSchedule
 
 
@@ -62,7 +62,7 @@ class Backup:
             if not os.access(self.directory, os.W_OK):
                 raise ValueError(f"`backup_dir` {directory!r} is not writable.")
         self._optimizer = optimizer
-        rate = base_optimizer(optimizer)._learning_rate
+        rate = rate_object(optimizer)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="backup_epoch")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="backup_step")
         self.state = tf.Variable("{}", dtype=tf.string, trainable=False, name="backup_state")
@@ -92,7 +92,7 @@ class Backup:
             return None
         self._checkpoint.restore(path).assert_existing_objects_matched()
         self._record = json.loads(self.state.numpy().decode("utf-8"))
-        rate = base_optimizer(self._optimizer)._learning_rate
+        rate = rate_object(self._optimizer)
         if isinstance(rate, keras.Variable) and "learning_rate" in self._record:
             rate.assign(self._record["learning_rate"])
         _set_states(_kit(callbacks), self._record.get("callbacks", {}), path)
@@ -104,7 +104,7 @@ class Backup:
         controlled = _controlled_schedule(self._optimizer)
         factor = self._record.get("lr_factor")
         if controlled is not None and factor is not None:
-            controlled.factor.assign(factor)
+            controlled.set_factor(factor)
 
     def save(self, epoch: int, step: int, callbacks, stopped: bool) -> None:
         """Saves the state after ``epoch`` completed epochs and ``step`` steps."""
@@ -112,13 +112,13 @@ class Backup:
         self.step.assign(step)
         states = {_key(i, cb): cb.get_state() for i, cb in enumerate(_kit(callbacks))}
         record = {"callbacks": states, "stopped": bool(stopped)}
-        rate = base_optimizer(self._optimizer)._learning_rate
+        rate = rate_object(self._optimizer)
         if isinstance(rate, keras.Variable):  # E.g. lowered by ReduceLROnPlateau.
             record["learning_rate"] = float(rate.numpy())
         elif isinstance(rate, ControlledSchedule):
             # Curve-based cuts live in the schedule's factor; kept here too,
             # as no callback may hold it in its own state.
-            record["lr_factor"] = float(rate.factor.numpy())
+            record["lr_factor"] = rate.controls()["factor"]
         self.state.assign(json.dumps(record))
         self._manager.save(checkpoint_number=epoch)
         if not self._is_chief:
@@ -130,7 +130,7 @@ def _tf_variable(variable):
 
 
 def _controlled_schedule(optimizer):
-    rate = base_optimizer(optimizer)._learning_rate
+    rate = rate_object(optimizer)
     return rate if isinstance(rate, ControlledSchedule) else None
 
 

@@ -18,7 +18,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from kerastune_kit.callbacks._lr_control import base_optimizer
+from kerastune_kit._optimizer import base_optimizer
 
 _SUM = tf.distribute.ReduceOp.SUM
 _ON_READ = tf.VariableSynchronization.ON_READ

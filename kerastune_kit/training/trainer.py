@@ -11,9 +11,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerastune_kit import _optimizer
 from kerastune_kit._distribute import is_chief
+from kerastune_kit._optimizer import base_optimizer
 from kerastune_kit._validation import check_choice, check_int
-from kerastune_kit.callbacks._lr_control import base_optimizer
 from kerastune_kit.training import _data
 from kerastune_kit.training._backup import Backup
 from kerastune_kit.training._loop import Accumulation, LoopBuilder, LossTracker
@@ -157,7 +158,7 @@ class Trainer:
         self._train_fns: dict[bool, object] = {}
         self._test_fns: dict[bool, object] = {}
         self._trace_signature = None
-        self._test_regularizers_version = 0
+        self._test_signature = None
         self._counts: dict[int, tf.Tensor] = {}
         # "Reset the metrics first": true for the first execution of an epoch.
         self._flags = {True: tf.constant(True), False: tf.constant(False)}
@@ -332,15 +333,13 @@ class Trainer:
                 "accumulated_micro_steps": self._accumulation.micro_steps}
 
     def _train_function(self, exact: bool):
-        # The traced step captured the optimizer's learning-rate graph: a new
-        # rate object (e.g. a ControlledSchedule installed by a kit callback
-        # in on_train_begin) needs a new trace; variable writes do not.
-        # So did the model's penalties: regularizers.apply/remove bump
-        # `model._kit_regularizers_version`.
-        signature = (_lr_signature(self.optimizer), self._regularizers_version())
-        if self._trace_signature is None or not (
-                _same_signature(signature[0], self._trace_signature[0])
-                and signature[1] == self._trace_signature[1]):
+        # The traced step captured the optimizer's learning-rate graph and the
+        # model's penalties: a new rate object, or anything the kit signals
+        # through `_optimizer.invalidate_traces` (a ControlledSchedule
+        # installed in on_train_begin, a new schedule, regularizers.apply),
+        # needs a new trace; variable writes do not.
+        signature = self._graph_signature()
+        if self._trace_signature is None or signature != self._trace_signature:
             self._train_fns = {}
             self._trace_signature = signature
         if exact not in self._train_fns:
@@ -348,16 +347,17 @@ class Trainer:
         return self._train_fns[exact]
 
     def _test_function(self, exact: bool):
-        version = self._regularizers_version()
-        if version != self._test_regularizers_version:
+        version = self._graph_signature()
+        if version != self._test_signature:
             self._test_fns = {}
-            self._test_regularizers_version = version
+            self._test_signature = version
         if exact not in self._test_fns:
             self._test_fns[exact] = self._builder.test_execution(exact)
         return self._test_fns[exact]
 
-    def _regularizers_version(self) -> int:
-        return getattr(self.model, "_kit_regularizers_version", 0)
+    def _graph_signature(self) -> tuple:
+        return (_optimizer.trace_version(self.model),
+                id(_optimizer.rate_object(self.optimizer)))
 
     # Host-side loop ------------------------------------------------------------
 
@@ -614,15 +614,6 @@ def _check_callbacks(callbacks) -> list:
                 f"`callbacks` must be keras.callbacks.Callback objects; got {callback!r}."
             )
     return callbacks
-
-
-def _lr_signature(optimizer):
-    rate = base_optimizer(optimizer)._learning_rate
-    return (rate, getattr(rate, "schedule", None), getattr(rate, "unit", None))
-
-
-def _same_signature(a, b) -> bool:
-    return b is not None and a[0] is b[0] and a[1] is b[1] and a[2] == b[2]
 
 
 def _to_python(results) -> dict:

@@ -117,6 +117,7 @@ def find_lr(model: keras.Model, x: Any, y: Any = None, *, min_lr: float = 1e-7,
     fit_data = _fit_data(x, y, steps, batch_size)
     recorder = _RangeRecorder(steps, smoothing, divergence)
     saved = {name: model.__dict__[name] for name in _FIT_ATTRIBUTES if name in model.__dict__}
+    rng_state = _backend_rng_state()
     try:
         strategy = getattr(model, "distribute_strategy", None)
         # Its variables must live where the model's do (e.g. mirrored).
@@ -127,6 +128,7 @@ def find_lr(model: keras.Model, x: Any, y: Any = None, *, min_lr: float = 1e-7,
         model.fit(**fit_data, verbose=0, callbacks=[recorder])
     finally:
         recorder.restore()
+        _set_backend_rng_state(rng_state)
         for name in _FIT_ATTRIBUTES:
             if name in saved:
                 setattr(model, name, saved[name])
@@ -163,6 +165,28 @@ def _fit_data(x, y, steps: int, batch_size: int | None) -> dict:
         return dict(x=x.repeat(), y=y, epochs=1, steps_per_epoch=steps, shuffle=False)
     # Anything else: as many passes as needed; the recorder stops at `steps`.
     return dict(x=x, y=y, batch_size=batch_size, epochs=steps)
+
+
+def _backend_rng_state():
+    """The backend's global random state, where Keras draws from one.
+
+    Keras's torch backend runs dropout without a seed on torch's global
+    generator (torch cannot seed it per call); the other backends draw from
+    the layers' seed generators, which are model variables and restored
+    with them.
+    """
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    return torch.random.get_rng_state()
+
+
+def _set_backend_rng_state(state) -> None:
+    if state is not None:
+        import torch
+
+        torch.random.set_rng_state(state)
 
 
 def _rebuild_optimizer(optimizer, schedule):

@@ -230,7 +230,7 @@ def _read(path):
 
 def test_killed_runs_resume_to_the_same_result_as_an_uninterrupted_run(tmp_path):
     """Three runs side by side: uninterrupted; killed by itself during epoch 7
-    (EarlyStopping then waits for 1 more epoch after its best, 5); killed by
+    (EarlyStopping's best is epoch 6, so it has counted 0 epochs of patience); killed by
     this test at a random moment after its first backup. The two killed runs
     are restarted and must end exactly like the uninterrupted one."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -284,5 +284,5 @@ def test_killed_runs_resume_to_the_same_result_as_an_uninterrupted_run(tmp_path)
                 np.testing.assert_array_equal(np.array(a), np.array(b))
         assert not resumed["backup_left"]
     # The self-killed run resumed in epoch 7, after EarlyStopping's best
-    # (epoch 5): without its restored patience it would have stopped later.
-    assert _read(out["self2"])["epochs"][0] == 7 and whole["best_epoch"] == 5
+    # (epoch 6): without its restored best it would have stopped elsewhere.
+    assert _read(out["self2"])["epochs"][0] == 7 and whole["best_epoch"] == 6

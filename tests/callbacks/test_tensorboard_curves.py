@@ -13,7 +13,14 @@ import urllib.request
 import keras
 import numpy as np
 import pytest
-from kit_testing import AdvanceClock, FakeClock, lr_probe_model, weight
+from kit_testing import (
+    AdvanceClock,
+    FakeClock,
+    lr_probe_model,
+    multi_step_executions,
+    steps_per_execution,
+    weight,
+)
 
 from kerastune_kit import schedules as S
 from kerastune_kit.callbacks import KitCallback, TensorBoardCurves, TimeBasedLR, _lr_control
@@ -147,7 +154,7 @@ def warmup_closed_form(k):
 
 def test_per_step_lr_inside_executions_and_epoch_curves(tensorboard):
     name = "warmup"
-    model = lr_probe_model(steps_per_execution=8)
+    model = lr_probe_model(steps_per_execution=steps_per_execution(8))
     x = np.ones((64, 1), "float32")
     curves = TensorBoardCurves(tensorboard.logdir / name, lr_every_steps=1)
     assert curves.async_safe is False
@@ -202,12 +209,15 @@ def test_decisions_are_markers_and_text(tensorboard):
     improvements = [e for e in best.events if e["kind"] == "best"]
     best_points = tensorboard.scalars(run, "kit/best", count=len(improvements))
     assert best_points == [(e["epoch"], pytest.approx(e["value"])) for e in improvements]
-    # The budget maps onto the schedule: execution i runs at 1 - i/10, and
+    # The budget maps onto the schedule by measured pace (1 s a step): the
+    # first two steps run at its start (no pace measured yet), then the
+    # schedule runs to its end at the last step the budget buys (step 9);
     # the cut after epoch 1 (step 8 on) halves it.
     lr = tensorboard.scalars(run, "learning_rate", count=10)
-    expected = [(1 - k / 10) * (0.5 if k >= 8 else 1.0) for k in range(10)]
+    expected = [(1.0 if k < 2 else 1 - (k - 2) / 7) * (0.5 if k >= 8 else 1.0)
+                for k in range(10)]
     assert [v for _, v in lr] == pytest.approx(expected, abs=1e-6)
-    assert new_lr == pytest.approx(0.5 * (1 - 8 / 10), abs=1e-6)
+    assert new_lr == pytest.approx(0.5 * (1 - 6 / 7), abs=1e-6)
 
     texts = tensorboard.texts(run, "kit/events")
     assert "CutLR" in texts[1] and "lr_cut" in texts[1] and "test" in texts[1]
@@ -242,6 +252,7 @@ def test_hparams_reach_the_hparams_dashboard(tensorboard):
     assert final[("validation", "epoch_loss")] == pytest.approx(history.history["val_loss"][-1])
 
 
+@multi_step_executions
 def test_batch_scalars_every_n_steps():
     seen = {}
 
@@ -270,7 +281,8 @@ def test_batch_scalars_every_n_steps():
     (0.05, lambda k: 0.05),
 ])
 def test_lr_without_the_kit_controller(tmp_path, rate, closed_form):
-    model = lr_probe_model(keras.optimizers.SGD(rate), steps_per_execution=4)
+    model = lr_probe_model(keras.optimizers.SGD(rate),
+                           steps_per_execution=steps_per_execution(4))
     x = np.ones((24, 1), "float32")
     model.fit(x, x, batch_size=4, epochs=2, verbose=0,
               callbacks=[TensorBoardCurves(tmp_path, lr_every_steps=3)])
@@ -358,6 +370,7 @@ def test_accepted_arguments():
     assert type(curves.hparams["lr"]) is float
 
 
+@pytest.mark.tensorflow
 def test_under_a_mirrored_strategy(tmp_path):
     import tensorflow as tf
 

@@ -19,7 +19,9 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from kit_testing import numpy_initialized  # noqa: E402
 
 from kerastune_kit.callbacks import BackupAndRestore, EarlyStopping, TimeBasedLR  # noqa: E402
 from kerastune_kit.schedules import LinearDecay  # noqa: E402
@@ -62,13 +64,17 @@ def main(argv):
     out, backup_dir = argv[0], argv[1]
     options = dict(zip(argv[2::2], argv[3::2]))
     keras.utils.set_random_seed(1)
-    tf.config.experimental.enable_op_determinism()
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     x, y, xv, yv = data()
     model = keras.Sequential([
         keras.Input((8,)),
         keras.layers.Dense(64, activation="relu"),
         keras.layers.Dense(1),
     ])
+    numpy_initialized(model)
     model.compile(keras.optimizers.Adam(0.01), "mse")
     stop = EarlyStopping(patience=3)
     last = LastWeights()

@@ -1,0 +1,148 @@
+"""Every use of a private Keras attribute, in one place.
+
+A private attribute is a dependency on one Keras version. Each function here
+names what it touches, the Keras versions it was checked against, and what
+happens when the attribute is missing: a clear error, never a silent change
+of meaning. The rest of the kit calls these functions and touches nothing
+private itself.
+"""
+
+from __future__ import annotations
+
+import keras
+
+CHECKED = "Keras 3.8 to 3.15"
+
+
+def backend() -> str:
+    return keras.backend.backend()
+
+
+def rate_object(optimizer):
+    """The optimizer's rate as it is stored: a variable, a schedule or a callable.
+
+    ``optimizer._learning_rate`` (checked: {checked}). The public getter
+    ``optimizer.learning_rate`` evaluates a schedule instead of returning it.
+    """
+    try:
+        return optimizer._learning_rate
+    except AttributeError:
+        raise RuntimeError(
+            f"kerastune_kit cannot find the learning rate of {type(optimizer).__name__}: "
+            f"Keras optimizers keep it in `_learning_rate` ({CHECKED}); this Keras "
+            f"({keras.__version__}) does not.") from None
+
+
+def renew_variable_list(optimizer) -> None:
+    """Gives the optimizer a fresh list holding its (unchanged) variables.
+
+    Keras untracks the old rate variable when a schedule replaces it, which
+    removes an element from ``optimizer._variables``; TensorFlow's
+    checkpointing refuses to save a list an element was removed from (its
+    dependencies are positional). A new list with the same variables is
+    clean, and Keras's tracker (``optimizer._tracker.config["variables"]``)
+    is pointed at it so that later variables land there. Checked:
+    {checked}; without ``_tracker`` (another layout) nothing is done, which
+    only matters for ``tf.train.Checkpoint`` of the optimizer.
+    """
+    tracker = getattr(optimizer, "_tracker", None)
+    config = getattr(tracker, "config", None)
+    if not isinstance(config, dict) or "variables" not in config:
+        return
+    from keras.src.utils.tracking import DotNotTrackScope
+
+    is_attr_type, _ = config["variables"]
+    with DotNotTrackScope():  # a plain list, as the optimizer's own __init__ makes
+        optimizer._variables = list(optimizer._variables)
+    config["variables"] = (is_attr_type, optimizer._variables)
+
+
+def step_counter(optimizer):
+    """The optimizer's step-counter variable, as Keras hands it to a schedule.
+
+    ``optimizer._iterations`` (checked: {checked}); the public
+    ``optimizer.iterations`` is the same variable except under gradient
+    accumulation, where it is a tensor computed from it.
+    """
+    counter = getattr(optimizer, "_iterations", None)
+    if counter is None:
+        counter = optimizer.iterations
+    if not isinstance(counter, keras.Variable):
+        raise RuntimeError(
+            f"kerastune_kit cannot find the step counter variable of "
+            f"{type(optimizer).__name__} in this Keras ({keras.__version__}); checked: "
+            f"{CHECKED}.")
+    return counter
+
+
+def wrap_variable_saving(optimizer, detached) -> None:
+    """Makes the optimizer save and load its variables with ``detached()``
+    active (a context manager that takes the kit's carried variables out of
+    the list for the duration). Keras's saving calls
+    ``optimizer.save_own_variables(store)`` / ``load_own_variables(store)``,
+    looked up on the instance (checked: {checked}), so instance attributes
+    that call the class's own methods inside ``detached()`` keep Keras's
+    format exactly.
+    """
+    if optimizer.__dict__.get("_kerastune_kit_saving_wrapped"):
+        return
+    cls = type(optimizer)
+
+    def save_own_variables(store):
+        with detached():
+            cls.save_own_variables(optimizer, store)
+
+    def load_own_variables(store):
+        with detached():
+            cls.load_own_variables(optimizer, store)
+
+    optimizer.__dict__["save_own_variables"] = save_own_variables
+    optimizer.__dict__["load_own_variables"] = load_own_variables
+    optimizer.__dict__["_kerastune_kit_saving_wrapped"] = True
+
+
+def add_optimizer_variables(optimizer, variables) -> None:
+    """Appends ``variables`` to ``optimizer.variables`` (the list JAX's trainer
+    passes into the compiled step as state). ``optimizer._variables``,
+    checked: {checked}."""
+    present = {id(v) for v in optimizer._variables}
+    for variable in variables:
+        if id(variable) not in present:
+            optimizer._variables.append(variable)
+
+
+def remove_optimizer_variables(optimizer, variables) -> None:
+    """Takes ``variables`` out of ``optimizer.variables`` again."""
+    ids = {id(v) for v in variables}
+    optimizer._variables[:] = [v for v in optimizer._variables if id(v) not in ids]
+
+
+def jax_state_sync(model) -> None:
+    """Under JAX, writes the state the trainer holds back into the variables.
+
+    During an epoch Keras's JAX trainer keeps the model's and optimizer's
+    values in its own state (``model._jax_state``) and has the variables
+    emptied; ``model.jax_state_sync()`` (public, no underscore) puts them
+    back and flags the trainer to re-read the variables before its next
+    step, so a host write made after it is seen without a retrace. Checked:
+    {checked}. A no-op on other backends and outside a fit.
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None and getattr(model, "_jax_state", None):
+        sync()
+
+
+def set_initial_epoch(model, epoch: int | None) -> None:
+    """``model._initial_epoch``: where ``model.fit`` starts (read once per fit
+    call, after ``on_train_begin``); Keras's own BackupAndRestore sets it
+    the same way. Checked: {checked}."""
+    model._initial_epoch = epoch
+
+
+def initial_epoch(model) -> int | None:
+    return getattr(model, "_initial_epoch", None)
+
+
+for _function in (rate_object, renew_variable_list, step_counter, wrap_variable_saving,
+                  add_optimizer_variables, jax_state_sync, set_initial_epoch):
+    _function.__doc__ = _function.__doc__.replace("{checked}", CHECKED)
