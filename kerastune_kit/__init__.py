@@ -1,7 +1,7 @@
 """kerastune_kit: the training-tuning toolkit for Keras 3 on TensorFlow.
 
 Submodules: ``schedules``, ``callbacks``, ``regularizers``, ``tuning``,
-``training``, ``plotting``. They are imported on first use, so the
+``training``, ``plotting``, ``recipes`` (``fit_budgeted``). They are imported on first use, so the
 ``kerastune-kit`` command answers ``--help`` and usage errors at once.
 """
 
@@ -11,8 +11,11 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("callbacks", "plotting", "regularizers", "schedules", "training", "tuning")
+_SUBMODULES = ("callbacks", "plotting", "recipes", "regularizers", "schedules", "training",
+               "tuning")
 _NAMES = {
+    "fit_budgeted": "kerastune_kit.recipes",
+    "BudgetedResult": "kerastune_kit.recipes",
     "Trainer": "kerastune_kit.training",
     "find_lr": "kerastune_kit.tuning",
     "TimeBasedLR": "kerastune_kit.callbacks",

@@ -81,22 +81,25 @@ def run_demo(*, epochs: int = 40, batch_size: int = 64, budget_seconds: float | 
              seed: int = 0, peak_learning_rate: float = 3e-3, verbose: int = 1) -> dict[str, Any]:
     """Trains digits with the kit's loop and callbacks; returns the summary.
 
-    The run uses :class:`~kerastune_kit.Trainer`, a warmup + cosine
-    :class:`~kerastune_kit.callbacks.TimeBasedLR` (by step, or by wall-clock
-    budget when ``budget_seconds`` is given), a
-    :class:`~kerastune_kit.callbacks.CurveBasedLR` on the validation loss,
+    The run uses :class:`~kerastune_kit.Trainer` with an L2 penalty attached
+    by :func:`kerastune_kit.regularizers.apply` and
+    :class:`~kerastune_kit.callbacks.TensorBoardCurves`. Without a budget it
+    assembles the parts by hand: a warmup + cosine
+    :class:`~kerastune_kit.callbacks.TimeBasedLR` by step, a
+    :class:`~kerastune_kit.callbacks.CurveBasedLR` on the validation loss and
     :class:`~kerastune_kit.callbacks.EarlyStopping` with best-model restore
-    and ``best_model_path``, an L2 penalty attached with
-    :func:`kerastune_kit.regularizers.apply`, and
-    :class:`~kerastune_kit.callbacks.TensorBoardCurves`. It writes
+    and ``best_model_path``. With ``budget_seconds`` it hands the model to
+    :func:`kerastune_kit.fit_budgeted`, which chooses all of that itself. It writes
     ``<logdir>/<name>/`` with the event files, ``best.keras``, ``curves.png``
     and ``summary.json``.
 
     Args:
         epochs: maximum epochs. Defaults to 40.
         batch_size: global batch size. Defaults to 64.
-        budget_seconds: a wall-clock budget; the LR schedule then ends with
-            it. Defaults to None (schedule by step).
+        budget_seconds: a wall-clock budget: the run is then
+            :func:`kerastune_kit.fit_budgeted` (``epochs`` and
+            ``peak_learning_rate`` only set the optimizer's prior rate and
+            the hparams). Defaults to None (the parts by hand).
         strategy: a name for :func:`kerastune_kit.training.resolve_strategy`.
             Defaults to ``"auto"``.
         logdir: the folder of runs. Defaults to ``"runs"``.
@@ -119,14 +122,9 @@ def run_demo(*, epochs: int = 40, batch_size: int = 64, budget_seconds: float | 
     import keras
     import tensorflow as tf
 
-    from kerastune_kit import Trainer, schedules
+    from kerastune_kit import Trainer
     from kerastune_kit._atomic import check_writable_folder
-    from kerastune_kit.callbacks import (
-        CurveBasedLR,
-        EarlyStopping,
-        TensorBoardCurves,
-        TimeBasedLR,
-    )
+    from kerastune_kit.callbacks import TensorBoardCurves
     from kerastune_kit.plotting import plot_run
 
     name = name or time.strftime("demo-%Y%m%d-%H%M%S")
@@ -140,6 +138,39 @@ def run_demo(*, epochs: int = 40, batch_size: int = 64, budget_seconds: float | 
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"], strategy=strategy, steps_per_execution=8)
 
+    train = (tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+             .shuffle(len(data.x_train), seed=seed).batch(batch_size))
+    hparams = {"epochs": epochs, "batch_size": batch_size, "seed": seed,
+               "peak_learning_rate": peak_learning_rate, "l2": 1e-4,
+               "strategy": str(strategy), "budget_seconds": budget_seconds or 0.0}
+    curves = TensorBoardCurves(run_dir, lr_every_steps=1, hparams=hparams)
+    if budget_seconds is not None:
+        summary = _budgeted_run(trainer, train, data, budget_seconds, curves, run_dir,
+                                verbose)
+    else:
+        summary = _scheduled_run(trainer, train, data, epochs, batch_size,
+                                 peak_learning_rate, curves, run_dir, verbose)
+    plot_run(run_dir, os.path.join(run_dir, "curves.png"),
+             title="kerastune-kit demo: digits")
+    summary.update({
+        "wall_seconds": round(time.monotonic() - start, 2),
+        "run_dir": run_dir,
+        "strategy": type(trainer.strategy).__name__.lstrip("_"),
+        "replicas": trainer.strategy.num_replicas_in_sync,
+    })
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    if verbose:
+        _print_summary(summary)
+    return summary
+
+
+def _scheduled_run(trainer, train, data, epochs, batch_size, peak_learning_rate, curves,
+                   run_dir, verbose) -> dict[str, Any]:
+    """The kit's parts by hand: warmup + cosine by step, plateau cuts, early stopping."""
+    from kerastune_kit import schedules
+    from kerastune_kit.callbacks import CurveBasedLR, EarlyStopping, TimeBasedLR
+
     steps_per_epoch = math.ceil(len(data.x_train) / batch_size)
     total_steps = epochs * steps_per_epoch
     warmup = max(1, total_steps // 20)
@@ -147,48 +178,53 @@ def run_demo(*, epochs: int = 40, batch_size: int = 64, budget_seconds: float | 
         schedules.CosineDecay(peak_learning_rate, decay_steps=total_steps - warmup,
                               alpha=0.01),
         warmup_steps=warmup)
-    if budget_seconds is None:
-        time_based = TimeBasedLR(schedule)
-    else:
-        time_based = TimeBasedLR(schedule, unit="second", budget_seconds=budget_seconds)
+    time_based = TimeBasedLR(schedule)
     curve_based = CurveBasedLR(monitor="val_loss", factor=0.5, patience=3, cooldown=2)
     early_stopping = EarlyStopping(monitor="val_accuracy", patience=10,
                                    best_model_path=os.path.join(run_dir, "best.keras"),
                                    verbose=verbose)
-    hparams = {"epochs": epochs, "batch_size": batch_size, "seed": seed,
-               "peak_learning_rate": peak_learning_rate, "l2": 1e-4,
-               "strategy": str(strategy), "budget_seconds": budget_seconds or 0.0}
-    curves = TensorBoardCurves(run_dir, lr_every_steps=1, hparams=hparams)
-
-    train = (tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-             .shuffle(len(data.x_train), seed=seed).batch(batch_size))
     history = trainer.fit(train, epochs=epochs, validation_data=(data.x_val, data.y_val),
                           callbacks=[time_based, curve_based, early_stopping, curves],
                           verbose=verbose)
     test = trainer.evaluate(data.x_test, data.y_test, batch_size=256)
-    plot_run(run_dir, os.path.join(run_dir, "curves.png"),
-             title="kerastune-kit demo: digits")
-
-    summary = {
+    return {
+        "recipe": "TimeBasedLR + CurveBasedLR + EarlyStopping",
         "best_epoch": early_stopping.best_epoch,
         "best_val_accuracy": early_stopping.best_value,
         "test_accuracy": float(test["accuracy"]),
         "test_loss": float(test["loss"]),
-        "stop_reason": early_stopping.stop_reason or (
-            "budget" if getattr(time_based, "budget_exhausted", False) else "epochs"),
+        "stop_reason": early_stopping.stop_reason or "epochs",
         "epochs_run": len(history.history["loss"]),
         "lr_cuts": [{"epoch": e["epoch"], "old_lr": e["old_lr"], "new_lr": e["new_lr"],
                      "reason": e["reason"]} for e in curve_based.events],
-        "wall_seconds": round(time.monotonic() - start, 2),
-        "run_dir": run_dir,
-        "strategy": type(trainer.strategy).__name__.lstrip("_"),
-        "replicas": trainer.strategy.num_replicas_in_sync,
     }
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    if verbose:
-        _print_summary(summary)
-    return summary
+
+
+def _budgeted_run(trainer, train, data, budget_seconds, curves, run_dir,
+                  verbose) -> dict[str, Any]:
+    """:func:`kerastune_kit.fit_budgeted` with the kit's Trainer."""
+    from kerastune_kit import fit_budgeted
+    from kerastune_kit._atomic import replace_atomically
+
+    result = fit_budgeted(trainer.model, train, budget_seconds=budget_seconds,
+                          validation_data=(data.x_val, data.y_val), callbacks=[curves],
+                          verbose=verbose, trainer=trainer)
+    replace_atomically(os.path.join(run_dir, "best.keras"),
+                       lambda temp: trainer.model.save(temp))
+    test = trainer.evaluate(data.x_test, data.y_test, batch_size=256)
+    return {
+        "recipe": "fit_budgeted",
+        "best_epoch": result.best_epoch,
+        "best_val_accuracy": result.best_value,
+        "test_accuracy": float(test["accuracy"]),
+        "test_loss": float(test["loss"]),
+        "stop_reason": result.stop_reason,
+        "epochs_run": len(result.history.history["loss"]),
+        "lr_cuts": [{"epoch": e["epoch"], "old_lr": e["old_lr"], "new_lr": e["new_lr"],
+                     "reason": e["reason"]} for e in result.events if e["kind"] == "lr_cut"],
+        "peak_learning_rate": result.learning_rate["peak"],
+        "seconds": result.seconds,
+    }
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

@@ -126,11 +126,15 @@ class BudgetTimer:
 
     @property
     def boundary_seconds(self) -> float:
-        """Expected seconds of one epoch boundary (validation, epoch hooks)."""
+        """Expected seconds of one epoch boundary (validation, epoch hooks).
+
+        The mean, not the median: when only some epochs validate, the cost of
+        those is spread over all boundaries.
+        """
         if not self.boundaries:
             return 0.0
         known = self.boundaries[1:] if len(self.boundaries) > 1 else self.boundaries
-        return float(statistics.median(known))
+        return float(statistics.fmean(known))
 
     def split(self) -> dict[str, float]:
         """Seconds spent so far: ``compile``, ``train``, ``validate``, ``other``."""

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 
-import numpy as np
-
-from kerastune_kit import _optimizer
+from kerastune_kit._snapshot import Snapshot, weights_finite
 from kerastune_kit._validation import check_choice, check_int, check_number
 from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks._base import KitCallback, MissingMonitorError
@@ -121,7 +118,7 @@ class DivergenceGuard(KitCallback):
         self.retries = 0
         self.stopped = False
         self._first_loss: float | None = None
-        self._snapshot: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+        self._snapshot: Snapshot | None = None
         self._reset_pending = False
         self._epoch = 0
 
@@ -130,14 +127,13 @@ class DivergenceGuard(KitCallback):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         _lr_control.controlled_schedule(self.model)
-        self._build_optimizer()
         if self._starts_fresh():
             self.best = None
             self.retries = 0
         self.stopped = False
         self._reset_pending = False
         self._first_loss = None
-        self._snapshot = self._take_snapshot()
+        self._snapshot = Snapshot(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -175,10 +171,10 @@ class DivergenceGuard(KitCallback):
         reason = self._verdict(value)
         snapshot = None
         if reason is None:
-            snapshot = self._take_snapshot()
+            snapshot = Snapshot(self.model)
             # The weights can be poisoned while the logged loss is finite (the
             # epoch's last update came after it); no "last good" state.
-            if not all(_finite(a) for part in snapshot for a in part):
+            if not snapshot.is_finite():
                 reason = "non-finite weights"
         if reason is not None:
             self._diverged(epoch, None, value, reason)
@@ -188,10 +184,8 @@ class DivergenceGuard(KitCallback):
         self._snapshot = snapshot
 
     def on_train_end(self, logs=None):
-        if self._snapshot is not None and not all(
-            _finite(w) for w in self._numpy(self.model.weights)
-        ):
-            self._restore()
+        if self._snapshot is not None and not weights_finite(self.model):
+            self._snapshot.restore()
             self.record_event("restore", self._epoch, "non-finite weights at train end")
         self._snapshot = None
 
@@ -216,7 +210,7 @@ class DivergenceGuard(KitCallback):
         return None
 
     def _diverged(self, epoch, batch, value, reason):
-        self._restore()
+        self._snapshot.restore()
         if self.retries >= self.max_retries:
             self.stopped = True
             self.model.stop_training = True
@@ -242,40 +236,3 @@ class DivergenceGuard(KitCallback):
             print(f"\nDivergenceGuard: {reason} {self.monitor}={value:.4g} at {where}; "
                   f"rolled back and cut the learning rate from {old_lr:.4g} to "
                   f"{new_lr:.4g} (retry {self.retries}/{self.max_retries}).")
-
-    # Snapshots --------------------------------------------------------------
-
-    def _build_optimizer(self):
-        optimizer = self.model.optimizer
-        if optimizer.built:
-            return
-        strategy = getattr(self.model, "distribute_strategy", None)
-        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-        with scope:
-            optimizer.build(self.model.trainable_variables)
-
-    def _variables(self):
-        # The optimizer's own variables: not the kit's LR controls, which the
-        # JAX backend carries among them (a rollback keeps its own cut).
-        _optimizer.host_sync(self.model)
-        return list(self.model.weights), _optimizer.own_variables(self.model.optimizer)
-
-    @staticmethod
-    def _numpy(variables) -> list[np.ndarray]:
-        return [np.array(v.numpy(), copy=True) for v in variables]
-
-    def _take_snapshot(self):
-        weights, optimizer_variables = self._variables()
-        return self._numpy(weights), self._numpy(optimizer_variables)
-
-    def _restore(self):
-        weights, optimizer_variables = self._variables()
-        saved_weights, saved_optimizer = self._snapshot
-        for variable, value in zip(weights, saved_weights):
-            variable.assign(value)
-        for variable, value in zip(optimizer_variables, saved_optimizer):
-            variable.assign(value)
-
-
-def _finite(array: np.ndarray) -> bool:
-    return array.dtype.kind not in "fc" or bool(np.isfinite(array).all())

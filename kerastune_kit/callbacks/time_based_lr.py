@@ -155,6 +155,10 @@ class TimeBasedLR(KitCallback):
         else:
             _lr_control.write_controls(self.model, factor=value)
 
+    def elapsed_now(self) -> float:
+        """Budget seconds spent up to now (across resumes)."""
+        return self._timer.elapsed()
+
     @property
     def seconds(self) -> dict[str, float]:
         """Seconds of the last (or current) fit: ``compile``, ``train``,

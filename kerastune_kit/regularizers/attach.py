@@ -42,8 +42,8 @@ def apply(model: keras.layers.Layer, kernel: Any = None, bias: Any = None,
     * ``recurrent``: the ``recurrent_kernel`` of RNN cells (kept apart, as in
       Keras's own ``recurrent_regularizer``).
     * ``activity``: the output of each layer that has a kernel (for an RNN,
-      the RNN layer, not its per-step cell); Keras divides it by the batch
-      size.
+      the RNN layer, not its per-step cell); Keras 3.14 and later divide
+      it by the batch size (earlier versions do not).
 
     Normalization scales and offsets (``gamma``/``beta``) are not covered.
     Keras adds weight penalties only for trainable weights: a frozen layer

@@ -309,7 +309,7 @@ def test_a_hand_driven_callback_list_like_the_trainer(tmp_path):
             callbacks.on_train_batch_begin(batch)
             logs = model.train_on_batch(x, x, return_dict=True)
             callbacks.on_train_batch_end(batch, logs)
-        epoch_losses.append(logs["loss"])
+        epoch_losses.append(float(logs["loss"]))  # a 0-d array before Keras 3.14
         callbacks.on_epoch_end(epoch, dict(logs))
     callbacks.on_train_end()
     train = read_run(tmp_path).scalars["train"]
