@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 
+from kerastune_kit import _registration
+
 __version__ = "0.1.0"
 
 _SUBMODULES = ("callbacks", "plotting", "recipes", "regularizers", "schedules", "training",
@@ -27,6 +29,10 @@ _NAMES = {
 }
 
 __all__ = [*sorted(_NAMES), *_SUBMODULES, "__version__"]
+
+
+# A .keras file the kit wrote loads after `import kerastune_kit` alone.
+_registration.register_when_keras_loads()
 
 
 def __getattr__(name: str):

@@ -74,14 +74,42 @@ def check_writable_folder(name: str, folder: str) -> str:
     return folder
 
 
+def process_start(pid: int) -> str:
+    """When process ``pid`` started, as a token ("0" where it cannot be read).
+
+    A pid is reused (a restarted container gets the same one), so a temporary
+    file is recognised by its writer's pid AND start; Linux tells the start
+    in ``/proc/<pid>/stat`` (clock ticks since boot).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[19]
+    except (OSError, IndexError):
+        return "0"
+
+
+_START = process_start(os.getpid())
+
+
 def temp_path(path: str) -> str:
     """A fresh temporary name beside ``path`` with the same suffix.
 
-    ``best.keras`` gives ``best.tmp-<pid>-<random>.keras``: the same folder
-    (so ``os.replace`` stays on one file system) and a suffix Keras accepts.
+    ``best.keras`` gives ``best.tmp-<pid>-<start>-<random>.keras``: the same
+    folder (so ``os.replace`` stays on one file system), a suffix Keras
+    accepts, and the writer's identity (see :func:`stale_temps`).
     """
     stem, suffix = split_suffix(path)
-    return f"{stem}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+    return f"{stem}{_TEMP_MARK}{os.getpid()}-{_START}-{secrets.token_hex(4)}{suffix}"
+
+
+def writer_alive(pid: int, start: str | None) -> bool:
+    """Whether the process that wrote a temporary file still runs."""
+    if pid == os.getpid():
+        return start is None or start == _START
+    if not _pid_alive(pid):
+        return False
+    return start is None or start == "0" or process_start(pid) in (start, "0")
 
 
 def fsync_path(path: str) -> None:
@@ -142,11 +170,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 def stale_temps(path: str) -> list[str]:
-    """Temporary files or folders of ``path`` left by processes now dead."""
+    """Temporary files or folders of ``path`` whose writer no longer runs.
+
+    The writer is the pid and start recorded in the name: a dead pid, or a
+    live pid that started at another time (the pid was reused, even by this
+    very process), means the file is left over. Names from before the start
+    was recorded (``<pid>-<random>``) are judged by the pid alone.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     stem, suffix = split_suffix(os.path.basename(path))
     pattern = re.compile(
-        re.escape(stem) + re.escape(_TEMP_MARK) + r"(\d+)-[0-9a-f]+" + re.escape(suffix) + "$")
+        re.escape(stem) + re.escape(_TEMP_MARK) + r"(\d+)-(?:(\d+)-)?[0-9a-f]+"
+        + re.escape(suffix) + "$")
     found = []
     try:
         names = os.listdir(folder)
@@ -154,7 +189,11 @@ def stale_temps(path: str) -> list[str]:
         return []
     for name in names:
         match = pattern.match(name)
-        if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+        if not match:
+            continue
+        pid, start = int(match.group(1)), match.group(2)
+        legacy_own = start is None and pid == os.getpid()
+        if not legacy_own and not writer_alive(pid, start):
             found.append(os.path.join(folder, name))
     return sorted(found)
 

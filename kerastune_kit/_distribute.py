@@ -47,3 +47,20 @@ def worker_path(path: str) -> str:
     task_type, index = task()
     parent = os.path.dirname(os.path.abspath(path))
     return os.path.join(parent, f".worker_tmp_{task_type}_{index}", os.path.basename(path))
+
+
+def remove_worker_copy(path: str) -> None:
+    """Removes a non-chief's throw-away copy (a file or a folder) made at
+    :func:`worker_path`, and the throw-away folder once nothing else of this
+    worker lives there: the best model and the backups of one worker share
+    that folder, so neither may remove it for the other."""
+    import shutil
+
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.remove(path)
+    try:
+        os.rmdir(os.path.dirname(path))
+    except OSError:
+        pass

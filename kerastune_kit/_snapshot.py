@@ -49,11 +49,25 @@ class Snapshot:
         return all(_finite(a) for a in [*self.weights, *self.optimizer_variables])
 
     def restore(self) -> None:
+        """Puts the copies back, and drops the state a training loop holds in
+        flight for this model (see :func:`on_restore`)."""
         weights, optimizer_variables = self._variables()
         for variable, value in zip(weights, self.weights):
             variable.assign(value)
         for variable, value in zip(optimizer_variables, self.optimizer_variables):
             variable.assign(value)
+        for reset in self.model.__dict__.get(_IN_FLIGHT, {}).values():
+            reset()
+
+
+_IN_FLIGHT = "_kerastune_kit_in_flight"
+
+
+def on_restore(model, name: str, reset) -> None:
+    """Registers ``reset()``, called whenever a snapshot of ``model`` is put
+    back: a training loop's in-flight state (the Trainer's gradient
+    accumulators) belongs to the steps a rollback undoes."""
+    model.__dict__.setdefault(_IN_FLIGHT, {})[name] = reset
 
 
 def weights_finite(model) -> bool:

@@ -38,6 +38,8 @@ def _demo(args, parser) -> int:
     _quiet_tensorflow()
     from kerastune_kit.demo import run_demo
 
+    if args.name:
+        _check_fresh_run(parser, os.path.join(args.logdir, args.name))
     _check_logdir(parser, args.logdir, args.name)
     run_demo(epochs=args.epochs, batch_size=args.batch_size,
              budget_seconds=args.budget_seconds, strategy=args.strategy,
@@ -74,7 +76,10 @@ def _plot(args, parser) -> int:
 
     if not os.path.isdir(args.logdir):
         parser.error(f"LOGDIR {args.logdir!r} is not a folder")
-    path = plot_run(args.logdir, args.output)
+    try:
+        path = plot_run(args.logdir, args.output)
+    except ValueError as err:  # No curves, two runs in one folder, an unwritable path.
+        parser.error(str(err))
     print(f"Curves written to {path}")
     return 0
 
@@ -87,6 +92,16 @@ def _check_logdir(parser, logdir: str, name: str | None) -> None:
         check_writable_folder("--logdir", os.path.join(logdir, name) if name else logdir)
     except ValueError as err:
         parser.error(str(err))
+
+
+def _check_fresh_run(parser, run_dir: str) -> None:
+    """Refuses a run folder that already holds a run, before any training."""
+    from kerastune_kit.demo import _held_run
+
+    held = _held_run(run_dir)
+    if held:
+        parser.error(f"--name: the run folder {run_dir!r} already holds a run ({held}); "
+                     "pass another --name or delete that folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="wall-clock budget; the LR schedule ends with it")
     demo.add_argument("--strategy", choices=_STRATEGIES, default="auto")
     demo.add_argument("--logdir", default="runs", help="folder of runs (default: runs)")
-    demo.add_argument("--name", default=None, help="run folder name (default: demo-<time>)")
+    demo.add_argument("--name", default=None,
+                      help="run folder name, <logdir>/<name>; one that already holds a run "
+                      "is refused (default: demo-<time>)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
 

@@ -103,7 +103,10 @@ def run_demo(*, epochs: int = 40, batch_size: int = 64, budget_seconds: float | 
         strategy: a name for :func:`kerastune_kit.training.resolve_strategy`.
             Defaults to ``"auto"``.
         logdir: the folder of runs. Defaults to ``"runs"``.
-        name: the run's folder name. Defaults to ``demo-<timestamp>``.
+        name: the run's folder name; a folder that already holds a run
+            (event files, or the demo's outputs) raises ``ValueError``
+            before any training. Defaults to ``demo-<timestamp>`` (with a
+            ``-<n>`` suffix if that one is taken).
         seed: seeds the split, the weights and the shuffling. Defaults to 0.
         peak_learning_rate: the LR after warmup. Defaults to 3e-3.
         verbose: 1 shows the progress bar and the summary. Defaults to 1.
@@ -127,9 +130,16 @@ def run_demo(*, epochs: int = 40, batch_size: int = 64, budget_seconds: float | 
     from kerastune_kit.callbacks import TensorBoardCurves
     from kerastune_kit.plotting import plot_run
 
-    name = name or time.strftime("demo-%Y%m%d-%H%M%S")
+    if name is None:
+        name = _free_default_name(logdir)
     run_dir = os.path.join(logdir, name)
-    check_writable_folder("logdir", run_dir)  # before any training, not after
+    # Before any training, not after: one folder holds one run.
+    held = _held_run(run_dir)
+    if held:
+        raise ValueError(
+            f"`name`: the run folder {run_dir!r} already holds a run ({held}); "
+            "pass another name or delete that folder.")
+    check_writable_folder("logdir", run_dir)
 
     start = time.monotonic()
     keras.utils.set_random_seed(seed)
@@ -163,6 +173,30 @@ def run_demo(*, epochs: int = 40, batch_size: int = 64, budget_seconds: float | 
     if verbose:
         _print_summary(summary)
     return summary
+
+
+# What a finished (or started) demo leaves in its run folder, besides event files.
+_DEMO_OUTPUTS = ("best.keras", "curves.png", "summary.json")
+
+
+def _held_run(run_dir: str) -> str:
+    """What shows that ``run_dir`` already holds a run, shortly; ``""`` if nothing."""
+    from kerastune_kit.plotting._events import run_event_files
+
+    found = run_event_files(run_dir) + [
+        name for name in _DEMO_OUTPUTS if os.path.lexists(os.path.join(run_dir, name))]
+    if len(found) > 3:
+        found = [*found[:3], f"... {len(found) - 3} more"]
+    return ", ".join(found)
+
+
+def _free_default_name(logdir: str) -> str:
+    """``demo-<timestamp>``, or ``demo-<timestamp>-<n>`` if that folder holds a run."""
+    base = time.strftime("demo-%Y%m%d-%H%M%S")
+    name, n = base, 2
+    while _held_run(os.path.join(logdir, name)):
+        name, n = f"{base}-{n}", n + 1
+    return name
 
 
 def _scheduled_run(trainer, train, data, epochs, batch_size, peak_learning_rate, curves,

@@ -5,17 +5,22 @@ import pytest
 from keras import ops
 
 
-def lr_probe_model(optimizer=None, steps_per_execution=1, lr=0.0):
-    """One weight w, input 1, loss = prediction: every SGD step does w -= lr.
+def mean_output(y_true, y_pred):
+    """The probe models' loss: the mean prediction (a named function, so models save)."""
+    return ops.mean(y_pred, axis=-1)
+
+
+def lr_probe_model(optimizer=None, steps_per_execution=1, lr=0.0, units=1):
+    """``units`` weights w, input 1, loss = mean prediction: every SGD step does
+    w -= lr / units.
 
     ``optimizer`` defaults to ``SGD(lr)``.
     """
     model = keras.Sequential([
         keras.Input((1,)),
-        keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros"),
+        keras.layers.Dense(units, use_bias=False, kernel_initializer="zeros"),
     ])
-    model.compile(optimizer=optimizer or keras.optimizers.SGD(lr),
-                  loss=lambda y_true, y_pred: ops.mean(y_pred, axis=-1),
+    model.compile(optimizer=optimizer or keras.optimizers.SGD(lr), loss=mean_output,
                   steps_per_execution=steps_per_execution)
     return model
 
@@ -45,6 +50,18 @@ class FakeClock:
         self.now = start
 
     def __call__(self):
+        return self.now
+
+
+class TickClock:
+    """A clock that moves ``seconds`` at every reading: a run timed by it takes
+    the same decisions on every machine, however fast."""
+
+    def __init__(self, seconds=0.003):
+        self.now, self.seconds = 0.0, seconds
+
+    def __call__(self):
+        self.now += self.seconds
         return self.now
 
 
@@ -86,3 +103,65 @@ def steps_per_execution(n):
 multi_step_executions = pytest.mark.skipif(
     keras.backend.backend() == "torch",
     reason="Keras's torch backend runs one step per execution")
+
+
+def kill_chain(mode, root, plan, timeout=300):
+    """Runs ``tests/callbacks/_scripts/kill_chain.py``: once uninterrupted,
+    then as a chain of processes on one work folder, each killed as ``plan``
+    says (a list of extra arguments, e.g. ``["--kill-at-op", "3"]``), then
+    one to the end. Returns ``(reference, resumed, kills)``: the two
+    results (with ``lr_history``, the last learning rate logged for each
+    epoch) and the number of processes that died by SIGKILL."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "callbacks", "_scripts", "kill_chain.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+    def run(work, extra):
+        os.makedirs(work, exist_ok=True)
+        out = os.path.join(work, "result.json")
+        done = subprocess.run([sys.executable, script, mode, out, work, *extra], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode not in (0, -signal.SIGKILL):
+            raise AssertionError(f"{extra}: exit {done.returncode}\n{done.stderr[-3000:]}")
+        return done.returncode
+
+    def result(work):
+        with open(os.path.join(work, "result.json")) as f:
+            found = json.load(f)
+        history = {}
+        with open(os.path.join(work, "lr.jsonl")) as f:
+            for line in f:
+                epoch, rate = json.loads(line)
+                history[epoch] = rate
+        found["lr_history"] = [history[e] for e in sorted(history)]
+        return found
+
+    reference_dir, chain_dir = os.path.join(root, "reference"), os.path.join(root, "chain")
+    run(reference_dir, [])
+    kills, finished = 0, False
+    for extra in plan:
+        code = run(chain_dir, extra)
+        if code == 0:
+            finished = True
+            break
+        kills += 1
+    if not finished:
+        run(chain_dir, [])
+    return result(reference_dir), result(chain_dir), kills
+
+
+def assert_same_run(reference, resumed):
+    """The decisions, the LR history and the final weights of two runs are identical."""
+    import numpy as np
+
+    for key in ("stopped_epoch", "best_epoch", "best", "stop_reason", "cuts", "lr_history"):
+        assert resumed[key] == reference[key], (key, resumed[key], reference[key])
+    assert resumed["epochs"] == reference["epochs"][len(reference["epochs"])
+                                                   - len(resumed["epochs"]):]
+    for a, b in zip(resumed["final_weights"], reference["final_weights"]):
+        np.testing.assert_array_equal(np.array(a), np.array(b))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -93,3 +94,48 @@ def test_unwritable_logdir_is_reported_before_training(tmp_path):
     assert result.returncode == 2
     assert "--logdir" in result.stderr
     assert "Epoch 1" not in result.stdout
+
+
+def test_demo_refuses_a_run_folder_that_holds_a_run(demo_run):
+    """Rerunning `demo --name quick` would merge two runs' curves: refused, before training."""
+    _, run_dir = demo_run
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    result = run("demo", "--epochs", "2", "--logdir", str(run_dir.parent), "--name", "quick",
+                 timeout=60)
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert "--name" in error and repr(str(run_dir)) in error
+    assert "already holds a run" in error and "delete" in error
+    assert "Epoch 1" not in result.stdout
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_plot_refuses_a_folder_with_two_runs(demo_run, tmp_path):
+    _, run_dir = demo_run
+    merged = tmp_path / "merged"
+    for sub in ("train", "validation"):  # Every event file twice: two runs' worth.
+        (merged / sub).mkdir(parents=True)
+        for copy, source in enumerate(f for f in (run_dir / sub).iterdir()
+                                      if "tfevents" in f.name for _ in range(2)):
+            shutil.copy(source, merged / sub / f"{source.name}.{copy}")
+    out = tmp_path / "merged.png"
+    result = run("plot", str(merged), "-o", str(out), timeout=120)
+    assert result.returncode == 2
+    assert "more than one run" in result.stderr and repr(str(merged)) in result.stderr
+    assert not out.exists()
+
+
+def test_run_demo_refuses_a_used_run_folder_and_default_names_skip_used_ones(
+        tmp_path, monkeypatch):
+    from kerastune_kit import demo
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "summary.json").write_text("{}")
+    with pytest.raises(ValueError, match="already holds a run .*summary.json"):
+        demo.run_demo(epochs=1, logdir=str(tmp_path), name="taken", verbose=0)
+    assert os.listdir(tmp_path / "taken") == ["summary.json"]
+    # An empty folder is no run; a default name that is taken gets a suffix.
+    (tmp_path / "empty").mkdir()
+    assert demo._held_run(str(tmp_path / "empty")) == ""
+    monkeypatch.setattr(demo.time, "strftime", lambda fmt: "taken")
+    assert demo._free_default_name(str(tmp_path)) == "taken-2"

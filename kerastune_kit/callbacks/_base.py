@@ -10,11 +10,13 @@ error when the metric is missing from the logs.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import warnings
 from typing import Any
 
 import keras
+import numpy as np
 
 from kerastune_kit._validation import check_choice, check_non_negative
 
@@ -39,6 +41,32 @@ class KitCallback(keras.callbacks.Callback):
     """
 
     _state_attributes: tuple[str, ...] = ()
+    # The constructor arguments that tell two callbacks of one class apart
+    # in a backup (see :attr:`state_key`).
+    _key_arguments: tuple[str, ...] = ()
+
+    @property
+    def state_key(self) -> str:
+        """The name of this callback's state in a backup.
+
+        The class name and the identifying arguments, e.g.
+        ``"EarlyStopping(monitor='val_loss')"``: a backup is matched to the
+        callbacks of a restarted run by what they are, not by where they sit
+        in the list.
+        """
+        arguments = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._key_arguments)
+        return f"{type(self).__name__}({arguments})"
+
+    def get_arrays(self) -> dict[str, Any] | None:
+        """NumPy arrays this callback must keep across a restart, or None.
+
+        What is too big for the JSON state (EarlyStopping's in-memory best
+        weights). Backups save them beside :meth:`get_state`.
+        """
+        return None
+
+    def set_arrays(self, arrays: dict[str, Any]) -> None:
+        """Puts back what :meth:`get_arrays` returned."""
 
     def set_model(self, model):
         super().set_model(model)
@@ -156,6 +184,20 @@ def _jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else value
     return value
+
+
+def log_scalar(name: str, value, owner: str) -> float:
+    """A logged value as a float: a number, or an array of one element (as
+    Keras's ``F1Score`` logs for one class); anything bigger is refused."""
+    if isinstance(value, numbers.Real):
+        return float(value)
+    array = np.asarray(value)
+    if array.size != 1:
+        raise ValueError(
+            f"{owner}: the monitored {name!r} is an array of shape {array.shape} in the "
+            "logs; a monitor needs one number (for a per-class metric, log its mean, e.g. "
+            "F1Score(average='macro')).")
+    return float(array.reshape(()))
 
 
 class MissingMonitorError(KeyError):
@@ -280,4 +322,4 @@ class MonitorCallback(KitCallback):
                 warnings.warn(message, stacklevel=2)
                 self._warned_missing = True
             return None
-        return float(logs[self.monitor])
+        return log_scalar(self.monitor, logs[self.monitor], type(self).__name__)

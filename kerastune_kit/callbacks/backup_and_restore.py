@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
-
-import numpy as np
+import time
+import warnings
 
 from kerastune_kit import _distribute
 from kerastune_kit import _keras_private as private
@@ -16,17 +17,19 @@ from kerastune_kit._atomic import (
     fsync_path,
     remove_stale_temps,
     temp_path,
-    write_json_atomically,
 )
-from kerastune_kit._validation import check_int
-from kerastune_kit.callbacks import _lr_control
+from kerastune_kit._ownership import Ownership
+from kerastune_kit._validation import check_bool, check_verbose
+from kerastune_kit.callbacks import _lr_control, _state_codec
 from kerastune_kit.callbacks._base import KitCallback, kit_callbacks
 
-_POINTER = "checkpoint.json"
 _FOLDER = re.compile(r"backup-(\d+)$")
 _WEIGHTS = "model.weights.h5"
 _STATE = "state.json"
-_FORMAT = 1
+_ARRAYS = "arrays.npz"
+_MANIFEST = "manifest.json"
+_LEGACY_POINTER = "checkpoint.json"  # format 1: a pointer to the current folder
+_KEEP = 2
 
 
 class BackupAndRestore(KitCallback):
@@ -35,38 +38,54 @@ class BackupAndRestore(KitCallback):
     Like ``keras.callbacks.BackupAndRestore``, and more complete: a backup
     holds the model's weights, the optimizer's variables (step counter and
     slots; both through ``model.save_weights``), the number of epochs done,
-    and ``get_state()`` of every other kit callback of the same fit call
-    (:func:`~kerastune_kit.callbacks.kit_callbacks`): TimeBasedLR's elapsed
-    time and factor, EarlyStopping's best value and patience count, and
-    EarlyStopping's in-memory best weights, saved beside the JSON state (a
-    kit callback with arrays to keep defines ``_backup_arrays()``, returning
-    a dict of NumPy arrays or None, and ``_restore_arrays(arrays)``). A
-    callback is matched by its class name and its position among the
-    callbacks of that class (``"EarlyStopping/0"``); a backup made with
-    other kit callbacks than this fit call has is refused with a
-    ``ValueError`` before anything is loaded.
+    and what every other kit callback of the same fit call must carry
+    (:func:`~kerastune_kit.callbacks.kit_callbacks`): its ``get_state()``
+    and ``get_arrays()`` (EarlyStopping's in-memory best weights among
+    them) and the LR control (the ControlledSchedule's factor and position,
+    where a cut of CurveBasedLR or DivergenceGuard lives). Callbacks are
+    matched by :attr:`~KitCallback.state_key` (class and identifying
+    arguments), not by list position.
 
-    On ``on_train_begin`` an existing backup is loaded (the optimizer is
-    built first if needed), each callback's state is set, and ``model.fit``
-    continues at the next epoch, the way Keras's own callback does it (it
-    sets the model's initial epoch). After an uninterrupted run or a resume
-    the training is the same, provided the data order does not depend on the
-    process (``shuffle=False`` or a seeded, epoch-independent pipeline) and
-    ops are deterministic.
+    On ``on_train_begin`` the newest intact backup is loaded and
+    ``model.fit`` continues at the next epoch, the way Keras's own callback
+    does it (it sets the model's initial epoch). After an uninterrupted run
+    or a resume the training is the same, provided the data order does not
+    depend on the process (``shuffle=False`` or a seeded, epoch-independent
+    pipeline) and ops are deterministic.
+
+    Backups defend themselves:
+
+    * Each is a numbered folder written in full (weights, state, arrays),
+      then a ``manifest.json`` with the SHA-256 of every file and what the
+      backup belongs to (a fingerprint of the model's variables, the
+      optimizer's class, the callbacks' keys, and ``run_id`` if given),
+      flushed, then renamed into place. The previous complete backup stays
+      until the new one is complete; the two newest are kept. A kill at any
+      moment leaves at worst a temporary folder, removed at the next start
+      (temporary names carry the writer's pid AND start time, so a restarted
+      process with the same pid does not take them for its own).
+    * On resume a damaged backup (a missing or changed file, an unreadable
+      manifest or state) is reported, and the previous backup is used with a
+      ``UserWarning``; if none is intact, a ``ValueError`` names each folder
+      and what is wrong with it. Nothing is loaded from a damaged backup.
+    * A backup of another run (other model variables, optimizer or kit
+      callbacks, or another ``run_id``) is refused with a ``ValueError``
+      saying what differs, unless ``allow_foreign=True``.
+    * One live run per folder: the run holds an OS lock on
+      ``<backup_dir>/.lock`` while it trains (released by the kernel when
+      the process dies, so a crash never blocks the restart); a second live
+      run gets a ``ValueError`` naming the first.
 
     A backup is written once every callback has closed the epoch: at the
     next ``on_epoch_begin``, so callbacks placed after this one in the list
-    are backed up with the epoch's decisions included. Writes are atomic:
-    each backup goes into a new numbered folder, written in full and
-    flushed, then a small pointer file (``checkpoint.json``) is replaced with
-    ``os.replace`` and older folders are pruned. A kill at any moment leaves
-    the previous complete backup; at worst the epoch just finished is
-    trained again. After a normal end of training the backup
-    is deleted (``delete_on_success=False`` keeps it, updated to the state
-    training ends with, after the ``on_train_end`` of the callbacks placed
-    before this one, such as EarlyStopping's restore; a later fit with more
-    epochs continues from it). An exception
-    ends training without ``on_train_end``, so the backup stays.
+    are backed up with the epoch's decisions included. After a normal end
+    of training the backups are deleted (``delete_on_success=False`` keeps
+    the last one, updated to the state training ends with, after the
+    ``on_train_end`` of the callbacks placed before this one, such as
+    EarlyStopping's restore; a later fit with more epochs continues from
+    it). An exception ends ``model.fit`` without ``on_train_end``, so the
+    backup stays. The kit's ``Trainer`` has its own ``backup_dir`` and
+    refuses this callback.
 
     Under several workers only the chief writes; every worker reads the
     chief's backup at ``on_train_begin``, so ``backup_dir`` must be on a file
@@ -80,6 +99,11 @@ class BackupAndRestore(KitCallback):
             batch), so other values are refused. Defaults to ``"epoch"``.
         delete_on_success: delete the backup after a normal end of
             training. Defaults to True.
+        run_id: a name for the run, recorded in each backup; a backup with
+            another ``run_id`` is refused. Defaults to None (not checked).
+        allow_foreign: resume from a backup of another run (what matches is
+            loaded; Keras raises if the model's variables do not fit).
+            Defaults to False.
         verbose: 1 prints a line when a run is resumed. Defaults to 0.
 
     Example:
@@ -95,7 +119,8 @@ class BackupAndRestore(KitCallback):
     """
 
     def __init__(self, backup_dir: str, save_freq: str = "epoch",
-                 delete_on_success: bool = True, verbose: int = 0):
+                 delete_on_success: bool = True, run_id: str | None = None,
+                 allow_foreign: bool = False, verbose: int = 0):
         super().__init__()
         if not isinstance(backup_dir, (str, os.PathLike)) or not os.fspath(backup_dir):
             raise ValueError(f"`backup_dir` must be a folder path, got {backup_dir!r}.")
@@ -104,17 +129,18 @@ class BackupAndRestore(KitCallback):
             raise ValueError(
                 f"`save_freq` must be 'epoch', got {save_freq!r}: model.fit restarts an "
                 "epoch from its first batch, so a mid-epoch backup cannot be resumed "
-                "exactly."
-            )
+                "exactly.")
         self.save_freq = save_freq
-        if not isinstance(delete_on_success, bool):
-            raise ValueError(
-                f"`delete_on_success` must be True or False, got {delete_on_success!r}.")
-        self.delete_on_success = delete_on_success
-        self.verbose = check_int("verbose", verbose, minimum=0)
+        self.delete_on_success = check_bool("delete_on_success", delete_on_success)
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise ValueError(f"`run_id` must be a non-empty string or None, got {run_id!r}.")
+        self.run_id = run_id
+        self.allow_foreign = check_bool("allow_foreign", allow_foreign)
+        self.verbose = check_verbose(verbose)
         self.resumed_from_epoch = None
         self._epochs_done = None
         self._pending = False
+        self._ownership = Ownership(self.backup_dir, "backup_dir", folder=True)
 
     # Hooks ----------------------------------------------------------------
 
@@ -123,13 +149,12 @@ class BackupAndRestore(KitCallback):
         self._chief = _distribute.is_chief()
         if self._chief:
             check_writable_folder("backup_dir", self.backup_dir)
+            self._ownership.acquire()
             remove_stale_temps(os.path.join(self.backup_dir, "backup"))
         self.resumed_from_epoch = None
         self._epochs_done = None
         self._pending = False
-        pointer = self._read_pointer()
-        if pointer is not None:
-            self._load(os.path.join(self.backup_dir, pointer["folder"]))
+        self._resume()
 
     def on_epoch_begin(self, epoch, logs=None):
         # model.fit has read the initial epoch by now; a later fit call on the
@@ -146,23 +171,28 @@ class BackupAndRestore(KitCallback):
         private.set_initial_epoch(self.model, None)
         if not self._chief:
             return
+        try:
+            if self.delete_on_success:
+                self._delete()
+            elif self._pending:
+                self._save()
+        finally:
+            self._ownership.release()
         if self.delete_on_success:
-            self._delete()
-        elif self._pending:
-            self._save()
+            try:
+                os.rmdir(self.backup_dir)  # only when nothing else lives there
+            except OSError:
+                pass
 
     # Saving -------------------------------------------------------------------
 
     def _siblings(self):
-        """``{key: callback}`` for the other kit callbacks of this fit call."""
-        keyed, counts = {}, {}
-        for callback in kit_callbacks(self.model):
-            if callback is self:
-                continue
-            name = type(callback).__name__
-            keyed[f"{name}/{counts.get(name, 0)}"] = callback
-            counts[name] = counts.get(name, 0) + 1
-        return keyed
+        return [cb for cb in kit_callbacks(self.model) if cb is not self]
+
+    def _fingerprint(self):
+        found = _state_codec.fingerprint(self.model, self._siblings())
+        found["run_id"] = self.run_id
+        return found
 
     def _save(self):
         self._pending = False
@@ -172,20 +202,24 @@ class BackupAndRestore(KitCallback):
         os.makedirs(folder)
         try:
             self.model.save_weights(os.path.join(folder, _WEIGHTS))
-            states, arrays = {}, {}
-            for index, (key, callback) in enumerate(self._siblings().items()):
-                states[key] = callback.get_state()
-                saved = getattr(callback, "_backup_arrays", lambda: None)()
-                if saved:
-                    arrays[key] = f"arrays-{index}.npz"
-                    np.savez(os.path.join(folder, arrays[key]), **saved)
-            state = {"format": _FORMAT, "epochs_done": self._epochs_done,
-                     "callbacks": states, "arrays": arrays,
-                     "lr_controlled": _lr_control.has_controlled_schedule(self.model)}
+            record, arrays = _state_codec.encode(self.model, self._siblings())
+            record["epochs_done"] = self._epochs_done
             with open(os.path.join(folder, _STATE), "w", encoding="utf-8") as f:
-                json.dump(state, f, indent=1)
-            for name in os.listdir(folder):
+                json.dump(record, f, indent=1)
+            if arrays:
+                with open(os.path.join(folder, _ARRAYS), "wb") as f:
+                    f.write(_state_codec.arrays_to_bytes(arrays))
+            files = {}
+            for name in sorted(os.listdir(folder)):
                 fsync_path(os.path.join(folder, name))
+                files[name] = _sha256(os.path.join(folder, name))
+            manifest = {"format": _state_codec.FORMAT, "files": files,
+                        "epochs_done": self._epochs_done,
+                        "fingerprint": self._fingerprint(),
+                        "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+            with open(os.path.join(folder, _MANIFEST), "w", encoding="utf-8") as f:
+                json.dump(manifest, f, indent=1)
+            fsync_path(os.path.join(folder, _MANIFEST))
             fsync_path(folder)
             name = f"backup-{self._next_number():06d}"
             os.rename(folder, os.path.join(self.backup_dir, name))
@@ -193,60 +227,129 @@ class BackupAndRestore(KitCallback):
             shutil.rmtree(folder, ignore_errors=True)
             raise
         fsync_path(self.backup_dir)
-        write_json_atomically(os.path.join(self.backup_dir, _POINTER),
-                              {"folder": name, "epochs_done": self._epochs_done})
-        for old in self._numbered_folders():
-            if old != name:
-                shutil.rmtree(os.path.join(self.backup_dir, old), ignore_errors=True)
+        self._prune(keep=_KEEP)
 
-    def _numbered_folders(self):
+    def _numbered_folders(self) -> list[str]:
+        """``backup-N`` folders, newest first."""
         try:
             names = os.listdir(self.backup_dir)
         except OSError:
             return []
-        return sorted(n for n in names if _FOLDER.match(n))
+        found = [n for n in names if _FOLDER.match(n)
+                 and os.path.isdir(os.path.join(self.backup_dir, n))]
+        return sorted(found, key=lambda n: int(_FOLDER.match(n).group(1)), reverse=True)
 
     def _next_number(self):
-        numbers = [int(_FOLDER.match(n).group(1)) for n in self._numbered_folders()]
-        return max(numbers, default=0) + 1
+        folders = self._numbered_folders()
+        return int(_FOLDER.match(folders[0]).group(1)) + 1 if folders else 1
+
+    def _prune(self, keep: int):
+        complete = [n for n in self._numbered_folders()
+                    if os.path.exists(os.path.join(self.backup_dir, n, _MANIFEST))]
+        for old in complete[keep:]:
+            shutil.rmtree(os.path.join(self.backup_dir, old), ignore_errors=True)
+        pointer = os.path.join(self.backup_dir, _LEGACY_POINTER)
+        if complete and os.path.exists(pointer):
+            os.remove(pointer)
 
     def _delete(self):
-        for name in [*self._numbered_folders(), _POINTER]:
+        for name in self._numbered_folders():
+            shutil.rmtree(os.path.join(self.backup_dir, name), ignore_errors=True)
+        for name in (_LEGACY_POINTER,):
             path = os.path.join(self.backup_dir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            elif os.path.exists(path):
+            if os.path.exists(path):
                 os.remove(path)
         remove_stale_temps(os.path.join(self.backup_dir, "backup"))
-        try:
-            os.rmdir(self.backup_dir)  # Only when nothing else lives there.
-        except OSError:
-            pass
 
     # Restoring -----------------------------------------------------------------
 
-    def _read_pointer(self):
-        path = os.path.join(self.backup_dir, _POINTER)
-        if not os.path.exists(path):
-            return None
-        with open(path, encoding="utf-8") as f:
-            pointer = json.load(f)
-        if not _FOLDER.match(str(pointer.get("folder", ""))):
-            raise ValueError(f"BackupAndRestore: {path!r} is not a backup pointer: {pointer!r}.")
-        return pointer
+    def _candidates(self) -> list[tuple[str, bool]]:
+        """``(folder, legacy)`` to try, newest first."""
+        out = [(n, False) for n in self._numbered_folders()
+               if os.path.exists(os.path.join(self.backup_dir, n, _MANIFEST))]
+        pointer = os.path.join(self.backup_dir, _LEGACY_POINTER)
+        if not out and os.path.exists(pointer):
+            try:
+                with open(pointer, encoding="utf-8") as f:
+                    folder = str(json.load(f).get("folder", ""))
+            except (OSError, ValueError, AttributeError):
+                folder = ""
+            if _FOLDER.match(folder) and os.path.isdir(os.path.join(self.backup_dir, folder)):
+                out.append((folder, True))
+            else:
+                warnings.warn(
+                    f"BackupAndRestore: ignoring {pointer!r}, which points to no backup "
+                    f"({folder or 'unreadable'}); starting afresh.", stacklevel=3)
+        return out
+
+    def _resume(self):
+        problems = []
+        for name, legacy in self._candidates():
+            folder = os.path.join(self.backup_dir, name)
+            try:
+                manifest = None if legacy else self._verified_manifest(folder)
+                if manifest is not None:
+                    self._check_owner(folder, manifest)
+                self._load(folder)
+            except _Damaged as damage:
+                problems.append(f"{folder}: {damage}")
+                continue
+            if problems:
+                warnings.warn(
+                    "BackupAndRestore: the newest backup is damaged ("
+                    + "; ".join(problems) + f"); resumed from the older {folder!r} instead.",
+                    stacklevel=3)
+            return
+        if problems:
+            raise ValueError(
+                "BackupAndRestore: no intact backup in "
+                f"{self.backup_dir!r} to resume from: " + "; ".join(problems)
+                + ". Delete the folder to start afresh.")
+
+    def _verified_manifest(self, folder) -> dict:
+        try:
+            with open(os.path.join(folder, _MANIFEST), encoding="utf-8") as f:
+                manifest = json.load(f)
+            files = dict(manifest["files"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise _Damaged(f"its manifest is unreadable ({error!r})") from None
+        for name, digest in files.items():
+            path = os.path.join(folder, name)
+            if not os.path.exists(path):
+                raise _Damaged(f"{name} is missing")
+            if _sha256(path) != digest:
+                raise _Damaged(f"{name} is not the file that was written (checksum differs)")
+        return manifest
+
+    def _check_owner(self, folder, manifest):
+        saved = manifest.get("fingerprint") or {}
+        now = self._fingerprint()
+        different = _state_codec.differences(saved, now)
+        if self.run_id is not None and saved.get("run_id") != self.run_id:
+            different.append(f"its run_id is {saved.get('run_id')!r}, this run's "
+                             f"{self.run_id!r}")
+        if different and not self.allow_foreign:
+            raise ValueError(
+                f"BackupAndRestore: the backup in {folder!r} belongs to another run: "
+                + "; ".join(different) + ". Use another backup_dir, delete this one, or "
+                "pass allow_foreign=True to resume from it anyway.")
 
     def _load(self, folder):
-        with open(os.path.join(folder, _STATE), encoding="utf-8") as f:
-            state = json.load(f)
-        siblings = self._siblings()
-        if set(siblings) != set(state["callbacks"]):
-            raise ValueError(
-                f"BackupAndRestore: the backup in {folder!r} was made with the kit callbacks "
-                f"{sorted(state['callbacks'])} but this fit call has {sorted(siblings)}; "
-                "build the same callbacks to resume, or delete the backup to start afresh."
-            )
+        try:
+            with open(os.path.join(folder, _STATE), encoding="utf-8") as f:
+                state = json.load(f)
+            epochs_done = int(state["epochs_done"])
+            arrays = {}
+            arrays_path = os.path.join(folder, _ARRAYS)
+            if os.path.exists(arrays_path):
+                with open(arrays_path, "rb") as f:
+                    arrays = _state_codec.arrays_from_bytes(f.read())
+            elif state.get("arrays"):  # format 1: one .npz per callback
+                arrays = _legacy_arrays(folder, state["arrays"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise _Damaged(f"its state is unreadable ({error!r})") from None
         model = self.model
-        if state.get("lr_controlled"):
+        if state.get("lr_control") or state.get("lr_controlled"):
             # The saved optimizer ran the kit's LR schedule, which replaced
             # its rate variable; install it first so the variables match.
             _lr_control.controlled_schedule(model)
@@ -254,13 +357,11 @@ class BackupAndRestore(KitCallback):
         if optimizer is not None and not optimizer.built:
             # Keras loads optimizer variables only into a built optimizer.
             optimizer.build(model.trainable_variables)
-        model.load_weights(os.path.join(folder, _WEIGHTS))
-        for key, callback in siblings.items():
-            callback.set_state(state["callbacks"][key])
-            if key in state["arrays"]:
-                with np.load(os.path.join(folder, state["arrays"][key])) as data:
-                    callback._restore_arrays({k: data[k] for k in data.files})
-        epochs_done = int(state["epochs_done"])
+        try:
+            model.load_weights(os.path.join(folder, _WEIGHTS))
+        except (OSError, KeyError) as error:
+            raise _Damaged(f"its weights are unreadable ({error!r})") from None
+        _state_codec.decode(model, self._siblings(), state, arrays, where=folder)
         private.set_initial_epoch(model, epochs_done)
         self._epochs_done = epochs_done
         self.resumed_from_epoch = epochs_done
@@ -268,3 +369,24 @@ class BackupAndRestore(KitCallback):
         if self.verbose:
             print(f"BackupAndRestore: resuming at epoch {epochs_done + 1} from {folder}.")
 
+
+class _Damaged(Exception):
+    """A backup that cannot be used; the message says why."""
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _legacy_arrays(folder, names: dict) -> dict:
+    import numpy as np
+
+    out = {}
+    for key, name in names.items():
+        with np.load(os.path.join(folder, name)) as data:
+            out[key] = {k: data[k] for k in data.files}
+    return out

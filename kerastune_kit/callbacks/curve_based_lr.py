@@ -7,7 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from kerastune_kit._validation import check_choice, check_int, check_non_negative, check_number
+from kerastune_kit._validation import (
+    check_choice,
+    check_int,
+    check_non_negative,
+    check_number,
+    check_verbose,
+)
 from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks._base import MonitorCallback
 
@@ -109,6 +115,7 @@ class CurveBasedLR(MonitorCallback):
 
     _state_attributes = ("best", "wait", "cooldown_counter", "window_values", "ema",
                          "events")
+    _key_arguments = ("monitor", "rule")
 
     def __init__(self, monitor: str = "val_loss", mode: str = "auto", rule: str = "plateau",
                  factor: float = 0.5, patience: int = 3, min_delta: float = 1e-4,
@@ -126,7 +133,7 @@ class CurveBasedLR(MonitorCallback):
         self.window = check_int("window", window, minimum=2)
         self.smoothing = float(check_number("smoothing", smoothing, low=0.0, high=1.0,
                                             high_open=True))
-        self.verbose = verbose
+        self.verbose = check_verbose(verbose)
         self._reset()
 
     def _reset(self) -> None:

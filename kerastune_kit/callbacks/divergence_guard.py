@@ -6,9 +6,9 @@ import math
 import warnings
 
 from kerastune_kit._snapshot import Snapshot, weights_finite
-from kerastune_kit._validation import check_choice, check_int, check_number
+from kerastune_kit._validation import check_choice, check_int, check_number, check_verbose
 from kerastune_kit.callbacks import _lr_control
-from kerastune_kit.callbacks._base import KitCallback, MissingMonitorError
+from kerastune_kit.callbacks._base import KitCallback, MissingMonitorError, log_scalar
 
 
 class DivergenceGuard(KitCallback):
@@ -90,6 +90,7 @@ class DivergenceGuard(KitCallback):
     """
 
     _state_attributes = ("best", "retries", "events")
+    _key_arguments = ("monitor",)
 
     def __init__(self, monitor: str = "loss", spike_factor: float = 4.0, factor: float = 0.5,
                  max_retries: int = 3, check: str = "epoch", verbose: int = 0):
@@ -109,7 +110,7 @@ class DivergenceGuard(KitCallback):
             raise ValueError(
                 f"`monitor` must be a training metric with check='batch' (batch logs "
                 f"have no validation values), got {monitor!r}.")
-        self.verbose = verbose
+        self.verbose = check_verbose(verbose)
         # Epoch checks only note the first execution's loss, so Keras may keep
         # dispatching batch ends asynchronously; batch checks must run before
         # the next execution.
@@ -159,9 +160,24 @@ class DivergenceGuard(KitCallback):
             self._diverged(self._epoch, batch, value, reason)
             self._reset_pending = not self.stopped
 
+    def rebase(self) -> None:
+        """Takes the model's current state as the last good one, and measures
+        spikes afresh from the next epoch on.
+
+        Call it after putting the model back to an earlier state yourself
+        (say, the best validation epoch): that state's training loss may be
+        far above the best loss seen since, which is no divergence.
+        """
+        self._snapshot = Snapshot(self.model)
+        self.best = None
+        self._first_loss = None
+        self._rebased = True
+
     def on_epoch_end(self, epoch, logs=None):
         if self.stopped:
             return
+        if self.__dict__.pop("_rebased", False):
+            return  # this epoch's loss belongs to the state before the rebase
         if self._reset_pending:
             # Rolled back at the epoch's last execution: the weights are the
             # good snapshot already, the logged mean is the diverged one.
@@ -198,7 +214,7 @@ class DivergenceGuard(KitCallback):
             raise MissingMonitorError(
                 f"DivergenceGuard: monitor={self.monitor!r} is not in the logs. "
                 f"Keys present: {present}.")
-        return float(logs[self.monitor])
+        return log_scalar(self.monitor, logs[self.monitor], "DivergenceGuard")
 
     def _verdict(self, value: float) -> str | None:
         if not math.isfinite(value):

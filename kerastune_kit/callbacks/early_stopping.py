@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import warnings
 
 import numpy as np
@@ -16,7 +15,8 @@ from kerastune_kit._atomic import (
     remove_stale_temps,
     replace_atomically,
 )
-from kerastune_kit._validation import check_choice, check_int, check_number
+from kerastune_kit._ownership import Ownership
+from kerastune_kit._validation import check_choice, check_int, check_number, check_verbose
 from kerastune_kit.callbacks._base import MonitorCallback
 
 _SUFFIXES = (".keras", ".weights.h5")
@@ -37,7 +37,11 @@ class EarlyStopping(MonitorCallback):
       callback, stopped by another callback, or epochs exhausted (Keras only
       restores when it stopped training itself). "Best" is the epoch with
       the best monitored value; ``min_delta`` only decides whether patience
-      resets.
+      resets. An exception or Ctrl-C is not a normal ending: ``model.fit``
+      then calls no callback hook, so the model keeps its last weights;
+      call :meth:`restore_best` to put the best back (the kit's
+      :class:`~kerastune_kit.Trainer` calls ``on_train_end`` after an error,
+      so it restores there too).
     * ``best_model_path`` (``.keras``: the whole model via ``model.save``;
       ``.weights.h5``: ``model.save_weights``) is written at each new best,
       atomically: into a temporary file in the same folder, flushed, then
@@ -124,6 +128,7 @@ class EarlyStopping(MonitorCallback):
 
     _state_attributes = ("best", "best_epoch", "reference", "wait", "stopped_epoch",
                          "stop_reason")
+    _key_arguments = ("monitor",)
 
     def __init__(self, monitor: str = "val_loss", mode: str = "auto", patience: int = 5,
                  min_delta: float = 0.0, min_delta_mode: str = "abs",
@@ -151,10 +156,12 @@ class EarlyStopping(MonitorCallback):
         self.stopping_threshold = _optional_number("stopping_threshold", stopping_threshold)
         self.divergence_threshold = _optional_number("divergence_threshold",
                                                      divergence_threshold)
-        self.verbose = check_int("verbose", verbose, minimum=0)
+        self.verbose = check_verbose(verbose)
         if self._direction is not None:
             self._check_thresholds()
         self._write_path = None
+        self._ownership = None if self.best_model_path is None else Ownership(
+            self.best_model_path, "best_model_path", folder=False)
         self._reset()
         self.summary = ""
 
@@ -172,6 +179,8 @@ class EarlyStopping(MonitorCallback):
             self._write_path = _distribute.worker_path(self.best_model_path)
             check_writable_folder("best_model_path", os.path.dirname(
                 os.path.abspath(self._write_path)))
+            if self._write_path == self.best_model_path:  # the chief
+                self._ownership.acquire()
             remove_stale_temps(self._write_path)
         if self._starts_fresh():
             self._reset()
@@ -211,7 +220,9 @@ class EarlyStopping(MonitorCallback):
             print(self.summary)
         if self._write_path is not None and self._write_path != self.best_model_path:
             # A non-chief worker's copy only served its own restore.
-            shutil.rmtree(os.path.dirname(self._write_path), ignore_errors=True)
+            _distribute.remove_worker_copy(self._write_path)
+        if self._ownership is not None:
+            self._ownership.release()
 
     # Decisions --------------------------------------------------------------
 
@@ -276,6 +287,26 @@ class EarlyStopping(MonitorCallback):
         else:
             replace_atomically(self._write_path, lambda temp: model.save_weights(temp))
 
+    def restore_best(self) -> str | None:
+        """Puts the best epoch's weights back now, e.g. after an exception or
+        Ctrl-C ended ``model.fit`` (which then calls no hook).
+
+        Returns where they came from, ``"memory"`` or ``"disk"``
+        (``best_model_path``), or None when there is no best epoch (or
+        ``restore_best_weights=False``).
+
+        Example:
+
+        ```python
+        stop = EarlyStopping(patience=3)
+        try:
+            model.fit(x, y, validation_data=(xv, yv), epochs=100, callbacks=[stop])
+        except KeyboardInterrupt:
+            stop.restore_best()  # the model is the best epoch's again
+        ```
+        """
+        return self._restore()
+
     def _restore(self):
         """Puts the best weights back; returns where they came from or None."""
         if not self.restore_best_weights or self.best_epoch is None:
@@ -295,15 +326,15 @@ class EarlyStopping(MonitorCallback):
         )
         return None
 
-    def _backup_arrays(self):
-        """The in-memory best weights, for :class:`BackupAndRestore`."""
+    def get_arrays(self):
+        """The in-memory best weights (and their epoch), for backups."""
         if self.best_weights is None:
             return None
         arrays = {f"w{i}": np.asarray(w) for i, w in enumerate(self.best_weights)}
         arrays["epoch"] = np.asarray(self._best_weights_epoch)
         return arrays
 
-    def _restore_arrays(self, arrays):
+    def set_arrays(self, arrays):
         count = len(arrays) - 1
         self.best_weights = [np.asarray(arrays[f"w{i}"]) for i in range(count)]
         self._best_weights_epoch = int(arrays["epoch"])

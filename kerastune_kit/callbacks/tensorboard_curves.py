@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from typing import Any
 
 import keras
@@ -17,6 +18,7 @@ from kerastune_kit._scalars import host_float
 from kerastune_kit._validation import check_int
 from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks._base import KitCallback, kit_callbacks
+from kerastune_kit.plotting._events import run_event_files
 from kerastune_kit.schedules import ControlledSchedule
 from kerastune_kit.schedules.controlled import rates_on_host
 
@@ -72,15 +74,35 @@ class TensorBoardCurves(KitCallback):
       dashboard, written in ``<log_dir>`` itself (the HParams plugin finds
       the ``train``/``validation`` metrics below it).
 
+    One folder holds one run, so two runs never merge into one zig-zag
+    curve: if ``log_dir`` already holds event files of an earlier run (in
+    it or in its ``train``/``validation`` folders) at train begin, this run
+    writes to the first sibling folder without any, ``<log_dir>-2``,
+    ``<log_dir>-3``, ..., and says so with a ``UserWarning`` naming both; a
+    folder without event files (missing, empty, just created) is used as it
+    is. :attr:`run_dir` is the folder actually used. A later ``fit`` call
+    with the SAME callback object continues in its :attr:`run_dir` when its
+    epochs continue the curves (``initial_epoch`` after the last epoch
+    written, as when resuming), and moves to the next free sibling, with a
+    warning, when they start over (another ``fit(epochs=...)`` from epoch
+    0). A new callback object, e.g. in a restarted process, starts a new
+    run, unless a backup (:class:`BackupAndRestore`, the Trainer's
+    ``backup_dir``) restores its state (``run_dir`` and the last epoch
+    written, in ``get_state()``): the resumed run continues its curves in
+    the same folder (what the killed process wrote after the backup is
+    superseded: :func:`~kerastune_kit.plotting.plot_run` keeps the resumed
+    points; TensorBoard shows both where they overlap).
+
     Only the chief writes under several workers; the other workers write
-    nothing. ``log_dir`` is created and checked for writing at train begin,
-    before the first step. Batch-level writing (``lr_every_steps`` or an
+    nothing. The run folder is created and checked for writing at train
+    begin, before the first step. Batch-level writing (``lr_every_steps`` or an
     integer ``update_freq``) runs this callback's batch hooks on the main
     thread; with epoch-level writing only, Keras may keep dispatching batch
     ends asynchronously.
 
     Args:
-        log_dir: the folder of this run's event files.
+        log_dir: the folder of this run's event files (or, if it holds an
+            earlier run's, the base name of a fresh one: see above).
         update_freq: ``"epoch"`` (default): epoch metrics only; ``"batch"``
             or an integer ``N >= 1``: also batch metrics every ``N`` steps.
         lr_every_steps: log the applied LR every this many optimizer steps
@@ -99,7 +121,14 @@ class TensorBoardCurves(KitCallback):
     model.fit(x, y, validation_split=0.2, epochs=5, callbacks=callbacks)
     # tensorboard --logdir runs/demo   shows the warmup step by step.
     ```
+
+    Attributes:
+        run_dir: the folder this callback writes to: ``log_dir`` or a fresh
+            ``<log_dir>-<n>``. ``None`` until the first train begin, and on
+            workers that write nothing.
     """
+
+    _key_arguments = ("log_dir",)
 
     def __init__(self, log_dir, update_freq: str | int = "epoch",
                  lr_every_steps: int | None = None,
@@ -127,6 +156,10 @@ class TensorBoardCurves(KitCallback):
         self.async_safe = not self._writes_steps
         self._writers: dict[str, Any] = {}
         self._active = False
+        self._run_pending = False
+        self.run_dir: str | None = None
+        self._last_epoch: int | None = None  # The last epoch written in run_dir.
+        self._hparams_dir: str | None = None  # Where the hparams were written.
 
     @property
     def _writes_steps(self) -> bool:
@@ -148,19 +181,44 @@ class TensorBoardCurves(KitCallback):
         self._written_events = {id(e): e for cb in self._siblings() for e in cb.events}
         if not self._active:
             return
-        _prepare_log_dir(self.log_dir)
         self._writers = {}
-        if self.hparams:
-            from tensorboard.plugins.hparams import api as hp
+        # Checked now, before any step; the run folder itself is chosen at the
+        # first epoch, once every callback's on_train_begin ran (a backup may
+        # restore this callback's run_dir there).
+        _prepare_log_dir(self.run_dir or self.log_dir)
+        self._run_pending = True
 
-            root = self._summary().create_file_writer(self.log_dir)
-            with root.as_default():
-                hp.hparams(self.hparams)
-            root.close()
+    def _begin_run(self) -> None:
+        self._run_pending = False
+        if self.run_dir is None:
+            self._open_run(_fresh_run_dir(self.log_dir))
+            if self.run_dir != self.log_dir:
+                warnings.warn(
+                    f"TensorBoardCurves: {self.log_dir!r} already holds the event files "
+                    f"of an earlier run; this run writes to {self.run_dir!r} instead, so "
+                    "the two runs' curves do not merge.", UserWarning, stacklevel=3)
+        else:  # A later fit of the same callback, or a resumed run: the same run.
+            self._open_run(self.run_dir)
 
     def on_epoch_begin(self, epoch, logs=None):
         if not self._active:
             return
+        if self._run_pending:
+            self._begin_run()
+        if self._last_epoch is not None and epoch <= self._last_epoch:
+            # This fit starts the epochs over: its curves would run back over
+            # the ones written, so it is a run of its own.
+            old, last = self.run_dir, self._last_epoch
+            for writer in self._writers.values():
+                writer.close()
+            self._writers = {}
+            self._open_run(_fresh_run_dir(self.log_dir))
+            warnings.warn(
+                f"TensorBoardCurves: this fit starts at epoch {epoch}, but this callback "
+                f"already wrote epochs up to {last} to {old!r}; its curves go to "
+                f"{self.run_dir!r}, so the two runs do not merge (pass "
+                f"initial_epoch={last + 1} to continue the curves in {old!r}).",
+                UserWarning, stacklevel=2)
         self._write_events()
         self._epoch = epoch
         self._epoch_start = (time.perf_counter(), self._iterations())
@@ -228,18 +286,34 @@ class TensorBoardCurves(KitCallback):
                 for name, value in val.items():
                     summary.scalar(f"epoch_{name}", value, step=epoch)
         self._epoch_start = None
+        self._last_epoch = epoch
         for writer in self._writers.values():
             writer.flush()
 
     def on_train_end(self, logs=None):
         if not self._active:
             return
+        if self._run_pending:
+            if self._epoch is None:  # no epoch ran (e.g. a resumed run that had ended)
+                return
+            self._begin_run()
         self._write_events()
         if self._epoch is not None:
             self._write_outcome(self._epoch)
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+    def get_state(self) -> dict[str, Any]:
+        """The run folder and the last epoch written there: a run resumed
+        from a backup continues its curves in the same folder."""
+        return {**super().get_state(), "run_dir": self.run_dir, "last_epoch": self._last_epoch}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.run_dir = state.pop("run_dir", self.run_dir)
+        self._last_epoch = state.pop("last_epoch", self._last_epoch)
+        super().set_state(state)
 
     # Internals --------------------------------------------------------------
 
@@ -251,8 +325,23 @@ class TensorBoardCurves(KitCallback):
     def _writer(self, run: str):
         if run not in self._writers:
             self._writers[run] = self._summary().create_file_writer(
-                os.path.join(self.log_dir, run))
+                os.path.join(self.run_dir, run))
         return self._writers[run]
+
+    def _open_run(self, run_dir: str) -> None:
+        """Makes ``run_dir`` the run folder: checked, with the hparams in it."""
+        _prepare_log_dir(run_dir)
+        if run_dir != self.run_dir:
+            self._last_epoch = None
+        self.run_dir = run_dir
+        if self.hparams and self._hparams_dir != run_dir:
+            from tensorboard.plugins.hparams import api as hp
+
+            root = self._summary().create_file_writer(run_dir)
+            with root.as_default():
+                hp.hparams(self.hparams)
+            root.close()
+            self._hparams_dir = run_dir
 
     def _siblings(self) -> list[KitCallback]:
         return [cb for cb in kit_callbacks(self.model) if cb is not self]
@@ -357,6 +446,41 @@ def _check_hparams(hparams) -> dict[str, Any] | None:
                 f"or str values; got {name!r}: {value!r}.")
         checked[name] = value
     return checked
+
+
+def _fresh_run_dir(log_dir: str) -> str:
+    """``log_dir`` if it holds no event files, else the first such ``<log_dir>-<n>``.
+
+    A missing sibling is claimed by creating it (``os.mkdir`` fails if
+    another process got there first, and the next one is tried).
+    """
+    if not run_event_files(log_dir):
+        return log_dir
+    base = log_dir.rstrip("/\\") or log_dir
+    if "://" not in base and os.path.basename(base) in ("", ".", ".."):
+        base = os.path.abspath(base)
+    cloud = "://" in base
+    n = 2
+    while True:
+        candidate = f"{base}-{n}"
+        if cloud:
+            import tensorflow as tf
+
+            exists = tf.io.gfile.exists(candidate)
+            is_folder = exists and tf.io.gfile.isdir(candidate)
+        else:
+            exists, is_folder = os.path.lexists(candidate), os.path.isdir(candidate)
+            if not exists:
+                try:
+                    os.mkdir(candidate)
+                except FileExistsError:
+                    continue  # Taken meanwhile: look at it again.
+                except OSError:
+                    return candidate  # _prepare_log_dir says why it is unusable.
+                return candidate
+        if not exists or (is_folder and not run_event_files(candidate)):
+            return candidate
+        n += 1
 
 
 def _prepare_log_dir(log_dir: str) -> None:

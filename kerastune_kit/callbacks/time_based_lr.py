@@ -6,7 +6,13 @@ import time
 from collections.abc import Callable
 
 from kerastune_kit import _optimizer
-from kerastune_kit._validation import check_bool, check_choice, check_int, check_positive
+from kerastune_kit._validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_positive,
+    check_verbose,
+)
 from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks._base import KitCallback
 from kerastune_kit.callbacks._budget import BudgetTimer
@@ -92,6 +98,7 @@ class TimeBasedLR(KitCallback):
     """
 
     _state_attributes = ("elapsed_seconds", "factor", "position")
+    _key_arguments = ("unit",)
 
     def __init__(self, schedule, unit: str = "step", budget_seconds: float | None = None,
                  stop_at_budget: bool = True, total_steps: int | None = None,
@@ -114,7 +121,7 @@ class TimeBasedLR(KitCallback):
         if clock is not None and not callable(clock):
             raise ValueError(f"`clock` must be a function returning seconds, got {clock!r}.")
         self.clock = clock or time.monotonic
-        self.verbose = check_int("verbose", verbose, minimum=0)
+        self.verbose = check_verbose(verbose)
         self.elapsed_seconds = 0.0
         self.position = 0.0
         self.budget_exhausted = False

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+# The run folders TensorBoardCurves (and Keras's TensorBoard) write below a
+# log folder; the log folder itself holds the hparams.
+RUN_FOLDERS = ("train", "validation")
+
 
 @dataclass
 class RunData:
@@ -13,10 +17,20 @@ class RunData:
     ``scalars[run][tag]`` and ``texts[run][tag]`` are lists of
     ``(step, value)`` sorted by step; ``run`` is the folder relative to the
     log folder (``"train"``, ``"validation"``, ``"."`` for the folder itself).
+    Points are taken in the order they were written (wall time). One
+    training writes each epoch once and in order; a resumed one (after a
+    crash, from a backup) writes again from the epoch it resumed at, so a
+    rewind to a later step than the curve's first is a resume: the points
+    the crashed process wrote from there on are dropped, as TensorBoard
+    purges a restarted run's orphaned steps. A rewind to the curve's first
+    step (or before) is a second training in the same folder:
+    ``rewinds[run][tag] = (before, after)`` records it for each ``epoch_*``
+    tag.
     """
 
     scalars: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
     texts: dict[str, dict[str, list[tuple[int, str]]]] = field(default_factory=dict)
+    rewinds: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
 
     def scalar(self, run: str, tag: str) -> list[tuple[int, float]]:
         return self.scalars.get(run, {}).get(tag, [])
@@ -46,15 +60,17 @@ def read_run(log_dir: str) -> RunData:
         tags = acc.Tags()
         scalars: dict[str, list[tuple[int, float]]] = {}
         texts: dict[str, list[tuple[int, str]]] = {}
+        rewinds: dict[str, tuple[int, int]] = {}
         # TF1-style summaries carry `simple_value`; tf.summary (TF2) writes
         # tensors tagged with the plugin that shows them.
         for tag in tags.get(ea.SCALARS, []):
-            scalars[tag] = [(e.step, float(e.value)) for e in acc.Scalars(tag)]
+            scalars[tag] = _resumed(rewinds, tag, acc.Scalars(tag), lambda e: float(e.value))
         for tag in tags.get(ea.TENSORS, []):
             plugin = acc.SummaryMetadata(tag).plugin_data.plugin_name
             if plugin == "scalars":
-                scalars[tag] = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
-                                for e in acc.Tensors(tag)]
+                scalars[tag] = _resumed(
+                    rewinds, tag, acc.Tensors(tag),
+                    lambda e: float(tensor_util.make_ndarray(e.tensor_proto)))
             elif plugin == "text":
                 texts[tag] = [(e.step, _text(tensor_util.make_ndarray(e.tensor_proto)))
                               for e in acc.Tensors(tag)]
@@ -62,7 +78,76 @@ def read_run(log_dir: str) -> RunData:
             data.scalars[run] = {t: _by_step(v) for t, v in scalars.items()}
         if texts:
             data.texts[run] = {t: _by_step(v) for t, v in texts.items()}
+        if rewinds:
+            data.rewinds[run] = rewinds
     return data
+
+
+def is_event_file(name: str) -> bool:
+    """An event file with summaries, as TensorBoard tells them by name.
+
+    ``*.profile-empty`` files (written for the profiler) hold none.
+    """
+    base = os.path.basename(name)
+    return "tfevents" in base and not base.endswith(".profile-empty")
+
+
+def run_event_files(log_dir) -> list[str]:
+    """The event files of ``log_dir``'s own runs: in it and in its ``train``
+    and ``validation`` folders, where a TensorBoardCurves (or a Keras
+    TensorBoard) run writes. Paths relative to ``log_dir`` with ``/``,
+    sorted; ``[]`` when it holds none or does not exist (or cannot be read).
+    Cloud paths (``gs://...``) are listed with TensorFlow's file system.
+    """
+    log_dir = os.fspath(log_dir)
+    found = []
+    for sub in ("", *RUN_FOLDERS):
+        folder = _join(log_dir, sub) if sub else log_dir
+        found += [f"{sub}/{name}" if sub else name
+                  for name in _listdir(folder) if is_event_file(name)]
+    return sorted(found)
+
+
+def _join(folder: str, name: str) -> str:
+    if "://" in folder:
+        return folder.rstrip("/") + "/" + name
+    return os.path.join(folder, name)
+
+
+def _listdir(folder: str) -> list[str]:
+    """The names in ``folder``; ``[]`` when it is missing or not a folder."""
+    if "://" in folder:
+        import tensorflow as tf
+
+        try:
+            return [name.rstrip("/") for name in tf.io.gfile.listdir(folder)]
+        except Exception:  # noqa: BLE001 - any file-system error: nothing to see.
+            return []
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _resumed(rewinds: dict, tag: str, events, value) -> list[tuple[int, float]]:
+    """The ``(step, value)`` points of one tag, a resume's orphaned points dropped.
+
+    In write order: by wall time, ties in the reader's order (file name,
+    then position in the file). A rewind to the first step of the curve is
+    recorded in ``rewinds`` (for ``epoch_*`` tags) and kept as it is.
+    """
+    ordered = [e for _, e in sorted(enumerate(events), key=lambda p: (p[1].wall_time, p[0]))]
+    points: list[tuple[int, float]] = []
+    for event in ordered:
+        step = int(event.step)
+        if points and step <= points[-1][0]:
+            if step <= points[0][0]:
+                if tag.startswith("epoch_") and tag not in rewinds:
+                    rewinds[tag] = (points[-1][0], step)
+            else:  # a resume: what the crashed process wrote from here on is stale
+                points = [p for p in points if p[0] < step]
+        points.append((step, value(event)))
+    return points
 
 
 def _by_step(points: list) -> list:

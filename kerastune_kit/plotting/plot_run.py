@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from kerastune_kit.plotting._events import RunData, read_run
+from kerastune_kit.plotting._events import RUN_FOLDERS, RunData, read_run, run_event_files
 
 # Epoch tags that are not metrics: the LR gets its own panel, the others are
 # bookkeeping.
@@ -38,6 +38,14 @@ def plot_run(log_dir, path="curves.png", title: str | None = None) -> str:
     epoch ``e`` (0-based, TensorBoard's step) at ``e + 1``, and a step
     inside an epoch at its fraction of that epoch. The legend's best epoch
     counts the same way.
+
+    ``log_dir`` must hold ONE run: a folder into which two trainings wrote
+    (a reused log dir: its ``train`` or ``validation`` curves go back to an
+    epoch they already had) raises ``ValueError`` naming the event files,
+    instead of drawing the two runs as one zig-zag curve.
+    :class:`~kerastune_kit.callbacks.TensorBoardCurves` never writes such a
+    folder (a new run goes to a fresh ``<log_dir>-2``, ...); a second fit
+    that continues the epochs (``initial_epoch``) is the same run.
 
     matplotlib is an optional dependency; without it this raises
     ``ImportError`` saying ``pip install matplotlib``. The figure is drawn
@@ -72,6 +80,7 @@ def plot_run(log_dir, path="curves.png", title: str | None = None) -> str:
     log_dir = os.fspath(log_dir)
     path = os.fspath(path)
     data = read_run(log_dir)
+    _check_one_run(log_dir, data)
     train, val = data.scalars.get("train", {}), data.scalars.get("validation", {})
     metrics = _metric_names(train, val)
     if not metrics:
@@ -146,6 +155,24 @@ def plot_run(log_dir, path="curves.png", title: str | None = None) -> str:
     except OSError as err:
         raise ValueError(f"`path` {path!r} cannot be written: {err.strerror or err}.") from None
     return path
+
+
+def _check_one_run(log_dir: str, data: RunData) -> None:
+    """Refuses a folder whose train or validation curves hold two runs."""
+    for run in RUN_FOLDERS:
+        rewinds = data.rewinds.get(run)
+        if not rewinds:
+            continue
+        tag = "epoch_loss" if "epoch_loss" in rewinds else sorted(rewinds)[0]
+        before, after = rewinds[tag]
+        files = run_event_files(log_dir)
+        raise ValueError(
+            f"`log_dir` {log_dir!r} holds more than one run: its {run!r} curve {tag!r} "
+            f"goes back from step {before} to step {after} (two trainings wrote into one "
+            f"folder). Event files found: {files}. Pass the folder of one run instead: "
+            "move each run's event files (one in train/ and one in validation/ per fit) "
+            "into a folder of its own and pass that folder (TensorBoardCurves itself "
+            "writes a new run to a fresh sibling folder, <log_dir>-2, ...).")
 
 
 def _metric_names(train: dict, val: dict) -> list[str]:

@@ -6,12 +6,19 @@ import math
 import re
 import statistics
 import time
+from collections.abc import Callable
 
 import keras
 
 from kerastune_kit import _keras_private as private
 from kerastune_kit import _optimizer
-from kerastune_kit._validation import check_choice, check_int, check_number, check_positive
+from kerastune_kit._validation import (
+    check_callable,
+    check_choice,
+    check_int,
+    check_number,
+    check_positive,
+)
 from kerastune_kit.callbacks import DivergenceGuard, EarlyStopping, TimeBasedLR, _lr_control
 from kerastune_kit.callbacks._base import KitCallback
 from kerastune_kit.recipes._peak_search import PeakSearch
@@ -29,7 +36,8 @@ _PEAK_CLIP = 3.0      # and overrides that rate only when it is off by more than
 
 def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=None,
                  validation_split: float = 0.0, batch_size: int = 32, callbacks=None,
-                 verbose="auto", trainer=None) -> BudgetedResult:
+                 verbose="auto", trainer=None,
+                 clock: Callable[[], float] | None = None) -> BudgetedResult:
     """Trains a compiled model for a wall-clock budget with the kit's whole recipe.
 
     The user gives a compiled model and a budget; the recipe chooses the
@@ -119,6 +127,11 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
         verbose: as ``model.fit``'s; ``"auto"`` (default), 0, 1 or 2.
         trainer: a :class:`kerastune_kit.Trainer` to train with instead of
             ``model.fit``. Defaults to None.
+        clock: the time source, a function returning seconds, that the
+            budget is measured with. Defaults to ``time.monotonic``; a
+            simulation or a test passes its own (a clock that moves by a
+            fixed amount per step makes the run independent of the
+            machine's speed).
 
     Returns:
         A :class:`BudgetedResult`.
@@ -136,7 +149,9 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
     result.seconds         # {"lr_search": 1.1, "compile": 2.0, "train": 50.3, ...}
     ```
     """
-    started = time.monotonic()
+    clock = time.monotonic if clock is None else check_callable(
+        "clock", clock, "a function returning seconds")
+    started = clock()
     budget = float(check_positive("budget_seconds", budget_seconds))
     model = _check_model(model, trainer)
     split = float(check_number("validation_split", validation_split, low=0.0, high=1.0,
@@ -164,18 +179,18 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
         # 2. The peak: a short range test in that compiled function.
         search = PeakSearch(rate / _SEARCH_RANGE, rate * _SEARCH_RANGE,
                             seconds=_SEARCH_SHARE * budget, peak_position=_WARMUP,
-                            clock=time.monotonic)
+                            clock=clock)
         _fit(model, trainer, epochs=10**6, callbacks=[search], verbose=0, **feed)
         learning_rate = _choose_peak(search, rate)
 
         # 3. Training for the rest of the budget, validated when it pays.
         timed = TimeBasedLR(schedule, unit="second", budget_seconds=budget,
-                            clock=time.monotonic)
-        timed.set_state({"elapsed_seconds": time.monotonic() - started,
+                            clock=clock)
+        timed.set_state({"elapsed_seconds": clock() - started,
                          "factor": learning_rate["peak"], "position": 0.0})
         guard = DivergenceGuard()
         validation = _Validation(_evaluator(model, trainer, validation_data, batch_size),
-                                 monitor, timed)
+                                 monitor, timed, guard, clock)
         progress = [] if verbose == 0 else [_Progress(timed, validation, verbose)]
         history = _fit(model, trainer, epochs=10**6, verbose=0,
                        callbacks=[timed, validation, guard, *extra, *progress], **feed)
@@ -184,7 +199,7 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
             model.steps_per_execution = user_steps_per_execution
             _optimizer.invalidate_traces(model, evaluation=True)
 
-    total = time.monotonic() - started
+    total = clock() - started
     split_seconds = timed.seconds
     seconds = {"lr_search": search.search_seconds,
                "compile": search.compile_seconds + split_seconds["compile"],
@@ -227,9 +242,12 @@ class _Validation(KitCallback):
     key = "fit_budgeted_score"
     max_cuts = 3
 
-    def __init__(self, evaluate, monitor: str, timed: TimeBasedLR):
+    def __init__(self, evaluate, monitor: str, timed: TimeBasedLR,
+                 guard: DivergenceGuard | None = None, clock: Callable[[], float] = time.monotonic):
         super().__init__()
         self.evaluate, self.monitor, self.timed = evaluate, monitor, timed
+        self.clock = clock
+        self.guard = guard
         self.best = EarlyStopping(monitor=self.key, mode="max", patience=10**9,
                                   restore_best_weights=True)
         self.seconds = 0.0
@@ -254,14 +272,14 @@ class _Validation(KitCallback):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self.best.on_train_begin(logs)
-        self._last_end = time.monotonic()
+        self._last_end = self.clock()
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.monotonic()
+        now = self.clock()
         if not self._due(now):
             return
         values = self.evaluate()
-        done = time.monotonic()
+        done = self.clock()
         # The median of the last passes: one pass held up by something else
         # (a garbage collection, another process) must not set the pace.
         self._passes = [*self._passes[-2:], done - now]
@@ -306,6 +324,8 @@ class _Validation(KitCallback):
         self.cuts.append(epoch)
         _optimizer.host_sync(self.model)
         self.model.set_weights(self.best.best_weights)
+        if self.guard is not None:
+            self.guard.rebase()  # the best epoch's loss is no spike
         old_lr, new_lr = _lr_control.scale_learning_rate(self.model, 0.5)
         self.record_event("lr_cut", epoch, "no new best: back to the best epoch, rate halved",
                           old_lr=old_lr, new_lr=new_lr, best_epoch=self.best.best_epoch)

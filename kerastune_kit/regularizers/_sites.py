@@ -17,6 +17,7 @@ from typing import Any
 import keras
 
 from kerastune_kit._optimizer import invalidate_traces
+from kerastune_kit._validation import show
 
 # role -> (weight attribute, regularizer attribute) pairs, first match wins
 # per weight. ``kernel=`` covers every input-side weight matrix; recurrent
@@ -150,15 +151,15 @@ def selector(layers: Any) -> Callable[[Site], bool]:
         try:
             pattern = re.compile(layers)
         except re.error as err:
-            raise ValueError(f"`layers` is not a valid regular expression: {layers!r} ({err}).") \
-                from None
+            raise ValueError(
+                f"`layers` is not a valid regular expression: {show(layers)} ({err}).") from None
         test = lambda layer: pattern.search(layer.name) is not None
     elif callable(layers):
         test = lambda layer: bool(layers(layer))
     else:
         raise ValueError(
             f"`layers` must be None, a layer class or tuple of classes, a regular "
-            f"expression on layer names, or a predicate taking a layer; got {layers!r}.")
+            f"expression on layer names, or a predicate taking a layer; got {show(layers)}.")
 
     def select(site: Site) -> bool:
         return test(site.layer) or any(test(a) for a in site.ancestors[1:])

@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 
+from kerastune_kit._validation import check_bool, show
 from kerastune_kit.regularizers import _sites
 from kerastune_kit.regularizers._sites import ACTIVITY, Site
 from kerastune_kit.regularizers.lookup import get
@@ -82,7 +83,8 @@ def apply(model: keras.layers.Layer, kernel: Any = None, bias: Any = None,
         activity: a regularizer for layer outputs. Defaults to None.
         recurrent: a regularizer for recurrent kernels. Defaults to None.
         layers: which layers; see above. Defaults to None (all).
-        overwrite: replace regularizers already there. Defaults to False:
+        overwrite: replace regularizers already there, True or False.
+            Defaults to False:
             a weight that already has one (other than this same object)
             raises ``ValueError`` naming the layer, the weight and the
             existing regularizer, and nothing is changed.
@@ -106,6 +108,7 @@ def apply(model: keras.layers.Layer, kernel: Any = None, bias: Any = None,
     ```
     """
     _check_model(model)
+    overwrite = check_bool("overwrite", overwrite)
     wanted = {}
     for role, spec in (("kernel", kernel), ("bias", bias), ("recurrent", recurrent),
                        (ACTIVITY, activity)):
@@ -127,7 +130,7 @@ def apply(model: keras.layers.Layer, kernel: Any = None, bias: Any = None,
         role_sites = [s for s in chosen if s.role == role]
         if not role_sites:
             raise ValueError(
-                f"No selected layer has {_WHAT[role]} to regularize (layers={layers!r}). "
+                f"No selected layer has {_WHAT[role]} to regularize (layers={show(layers)}). "
                 f"Layers with weights: {_sites.layer_listing(everything)}.")
         targets.extend((site, regularizer) for site in role_sites)
 
@@ -173,18 +176,19 @@ def remove(model: keras.layers.Layer, kernel: bool = True, bias: bool = True,
 
     Args:
         model: a built ``keras.Model`` (or a single built layer).
-        kernel: clear kernel regularizers. Defaults to True.
-        bias: clear bias regularizers. Defaults to True.
-        activity: clear activity regularizers. Defaults to True.
-        recurrent: clear recurrent-kernel regularizers. Defaults to True.
+        kernel: clear kernel regularizers, True or False. Defaults to True.
+        bias: clear bias regularizers, True or False. Defaults to True.
+        activity: clear activity regularizers, True or False. Defaults to True.
+        recurrent: clear recurrent-kernel regularizers, True or False.
+            Defaults to True.
         layers: which layers, as in :func:`apply`. Defaults to None (all).
 
     Returns:
         ``model``, changed in place.
 
     Raises:
-        ValueError: for an unbuilt model, a bad ``layers`` value or a
-            selection with no matching layer.
+        ValueError: for an unbuilt model, a flag that is not True or False, a
+            bad ``layers`` value or a selection with no matching layer.
 
     Example:
 
@@ -195,8 +199,8 @@ def remove(model: keras.layers.Layer, kernel: bool = True, bias: bool = True,
     ```
     """
     _check_model(model)
-    roles = {role for role, flag in (("kernel", kernel), ("bias", bias),
-                                     ("recurrent", recurrent), (ACTIVITY, activity)) if flag}
+    flags = {"kernel": kernel, "bias": bias, "recurrent": recurrent, ACTIVITY: activity}
+    roles = {role for role, flag in flags.items() if check_bool(role, flag)}
     for site in _select(_sites.all_sites(model), layers):
         if site.role in roles and site.existing() is not None:
             site.set(None)
@@ -255,7 +259,7 @@ _WHAT = {
 
 def _check_model(model) -> None:
     if not isinstance(model, keras.layers.Layer):
-        raise ValueError(f"`model` must be a keras.Model or keras layer, got {model!r}.")
+        raise ValueError(f"`model` must be a keras.Model or keras layer, got {show(model)}.")
     if not model.built:
         raise ValueError(
             f"`model` {model.name!r} is not built, so it has no weights to regularize yet: "
@@ -268,6 +272,6 @@ def _select(sites: list[Site], layers: Any) -> list[Site]:
     chosen = [site for site in sites if select(site)]
     if layers is not None and not chosen:
         raise ValueError(
-            f"`layers`={layers!r} matches no layer with weights. Layers with weights: "
+            f"`layers`={show(layers)} matches no layer with weights. Layers with weights: "
             f"{_sites.layer_listing(sites)}.")
     return chosen

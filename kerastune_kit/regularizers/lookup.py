@@ -9,7 +9,7 @@ from typing import Any
 import keras
 
 from kerastune_kit._spec import parse_call
-from kerastune_kit._validation import check_choice, check_non_negative
+from kerastune_kit._validation import check_choice, check_non_negative, show
 
 ACCEPTED = (
     "None, a name ('l1', 'l2', 'l1l2', 'orthogonal', 'scheduled' or Keras's "
@@ -33,7 +33,7 @@ def l1(strength: float = 0.01) -> keras.regularizers.L1:
     >>> float(regularizers.l1(0.5)(np.array([1.0, -2.0])))
     1.5
     """
-    return keras.regularizers.L1(check_non_negative("l1", strength))
+    return keras.regularizers.L1(check_non_negative("strength", strength))
 
 
 def l2(strength: float = 0.01) -> keras.regularizers.L2:
@@ -53,7 +53,7 @@ def l2(strength: float = 0.01) -> keras.regularizers.L2:
     >>> float(regularizers.l2(0.5)(np.array([1.0, -2.0])))
     2.5
     """
-    return keras.regularizers.L2(check_non_negative("l2", strength))
+    return keras.regularizers.L2(check_non_negative("strength", strength))
 
 
 def l1l2(l1: float = 0.01, l2: float = 0.01) -> keras.regularizers.L1L2:
@@ -92,8 +92,8 @@ def orthogonal(factor: float = 0.01,
     >>> float(regularizers.orthogonal(1.0)(np.eye(3, dtype="float32")))
     0.0
     """
-    check_non_negative("factor", factor)
-    check_choice("mode", mode, ("rows", "columns"))
+    factor = check_non_negative("factor", factor)
+    mode = check_choice("mode", mode, ("rows", "columns"))
     return keras.regularizers.OrthogonalRegularizer(factor=factor, mode=mode)
 
 
@@ -175,7 +175,7 @@ def get(identifier: Any) -> keras.regularizers.Regularizer | None:
     if isinstance(identifier, dict):
         return _from_dict(identifier)
     raise ValueError(
-        f"Cannot interpret a regularizer from {identifier!r} "
+        f"Cannot interpret a regularizer from {show(identifier)} "
         f"(a {type(identifier).__name__}). Accepted: {ACCEPTED}."
     )
 
@@ -194,8 +194,8 @@ def _from_dict(config: dict) -> keras.regularizers.Regularizer:
         raise ValueError(_unknown(name, config))
     if not isinstance(inner, dict):
         raise ValueError(
-            f"The 'config' of regularizer config {config!r} must be a dict of "
-            f"arguments, got {inner!r}. Accepted: {ACCEPTED}."
+            f"The 'config' of regularizer config {show(config)} must be a dict of "
+            f"arguments, got {show(inner)}. Accepted: {ACCEPTED}."
         )
     return _build(name, [], dict(inner), config)
 
@@ -210,14 +210,14 @@ def _build(name: str, args: list, kwargs: dict, source: Any) -> keras.regularize
         signature.bind(*args, **kwargs)
     except TypeError as err:
         raise ValueError(
-            f"Bad arguments in regularizer spec {source!r}: {err}. "
+            f"Bad arguments in regularizer spec {show(source)}: {err}. "
             f"{name!r} accepts {name}{signature}."
         ) from None
     try:
         return factory(*args, **kwargs)
     except ValueError as err:
         raise ValueError(
-            f"Bad value in regularizer spec {source!r}: {err} "
+            f"Bad value in regularizer spec {show(source)}: {err} "
             "Strengths must be finite numbers >= 0."
         ) from None
 
@@ -233,6 +233,6 @@ def _plain_signature(factory: Callable[..., Any]) -> inspect.Signature:
 
 def _unknown(name: Any, source: Any) -> str:
     return (
-        f"Unknown regularizer {name!r} in {source!r}. Known regularizers: "
+        f"Unknown regularizer {name!r} in {show(source)}. Known regularizers: "
         f"{', '.join(known_names())}. Accepted: {ACCEPTED}."
     )

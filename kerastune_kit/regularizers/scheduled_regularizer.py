@@ -10,7 +10,7 @@ from keras import ops
 
 from kerastune_kit._optimizer import invalidate_traces
 from kerastune_kit._scalars import host_float
-from kerastune_kit._validation import check_non_negative
+from kerastune_kit._validation import check_non_negative, show
 from kerastune_kit.regularizers.lookup import get
 
 # Bare names mean the base penalty at unit strength, so that ``strength``
@@ -65,7 +65,7 @@ class ScheduledRegularizer(keras.regularizers.Regularizer):
     """
 
     def __init__(self, strength: float = 0.0, base: Any = "l2"):
-        check_non_negative("strength", strength)
+        strength = check_non_negative("strength", strength)
         self.base = _resolve_base(base)
         self.strength = keras.Variable(
             float(strength), dtype="float32", trainable=False, name="regularizer_strength")
@@ -121,10 +121,13 @@ class ScheduledRegularizer(keras.regularizers.Regularizer):
 def _resolve_base(base: Any) -> keras.regularizers.Regularizer:
     if isinstance(base, str) and base.strip() in _UNIT_BASES:
         return _UNIT_BASES[base.strip()]()
-    resolved = get(base)
+    try:
+        resolved = get(base)
+    except ValueError as err:
+        raise ValueError(f"`base`: {err}") from None
     if resolved is None or isinstance(resolved, ScheduledRegularizer):
         raise ValueError(
             "`base` must be a fixed penalty: 'l1', 'l2', 'l1l2', 'orthogonal', "
             "a regularizer spec or a Keras regularizer (not None and not "
-            f"another ScheduledRegularizer); got {base!r}.")
+            f"another ScheduledRegularizer); got {show(base)}.")
     return resolved

@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from kerastune_kit._scalars import host_float
-from kerastune_kit._validation import check_choice, check_number
+from kerastune_kit._validation import check_choice, check_number, show
 from kerastune_kit.schedules._base import (
     KitSchedule,
     deserialize_schedule,
@@ -47,11 +47,12 @@ class ControlledSchedule(KitSchedule):
     carries them in the optimizer's state during training for that reason).
 
     Args:
-        schedule: the wrapped schedule.
+        schedule: the wrapped schedule, a ``LearningRateSchedule``.
         unit: ``"step"`` (default), ``"epoch"`` or ``"second"``.
         factor: initial multiplier, ``>= 0``. Defaults to 1.
-        position: the position at ``anchor_step``. Defaults to 0.
-        anchor_step: the step at which the position is ``position``.
+        position: the position at ``anchor_step``, a finite number. Defaults
+            to 0.
+        anchor_step: the step at which the position is ``position``, ``>= 0``.
             Defaults to 0.
         rate: positions per step after ``anchor_step``, ``>= 0``. Defaults
             to 0.
@@ -70,9 +71,15 @@ class ControlledSchedule(KitSchedule):
 
     def __init__(self, schedule, unit: str = "step", factor: float = 1.0,
                  position: float = 0.0, anchor_step: float = 0.0, rate: float = 0.0):
+        if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            raise ValueError(
+                f"`schedule` must be a keras.optimizers.schedules.LearningRateSchedule, "
+                f"got {show(schedule)}.")
         self.schedule = schedule
         self.unit = check_choice("unit", unit, UNITS)
         check_number("factor", factor, low=0.0)
+        check_number("position", position)
+        check_number("anchor_step", anchor_step, low=0.0)
         check_number("rate", rate, low=0.0)
         self.factor = _variable(factor, "lr_factor")
         self.position = _variable(position, "lr_position")

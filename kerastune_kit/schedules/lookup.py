@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
+import numbers
 import re
 from typing import Any
 
 import keras
 
 from kerastune_kit._spec import parse_call
+from kerastune_kit._validation import (
+    check_bool,
+    check_int,
+    check_non_negative,
+    check_number,
+    check_optional_number,
+    check_positive,
+    show,
+)
 
 
 def _registry() -> dict[str, type]:
@@ -34,7 +45,11 @@ def get(identifier: Any) -> keras.optimizers.schedules.LearningRateSchedule:
     ``"cosine_decay(initial_learning_rate=0.1, decay_steps=1000)"``,
     ``"OneCycle(1.0, total_steps=500)"``; class names or their snake_case),
     or a config dict as written by ``keras.saving.serialize_keras_object``
-    or ``{"class_name": ..., "config": {...}}``.
+    or ``{"class_name": ..., "config": {...}}``. Spec strings (at most
+    1,000 characters) are parsed with :mod:`ast`, never evaluated; their
+    arguments are literals with finite numbers of magnitude <= 1e30. The
+    arguments of Keras's own schedules are checked here as the kit's are
+    (Keras accepts e.g. a negative or nan rate and fails at use).
 
     Args:
         identifier: what to look up.
@@ -43,7 +58,8 @@ def get(identifier: Any) -> keras.optimizers.schedules.LearningRateSchedule:
         A ``keras.optimizers.schedules.LearningRateSchedule``.
 
     Raises:
-        ValueError: for an unknown name (the known ones are listed) or
+        ValueError: for an unknown name (the known ones are listed), a spec
+            that is not a name or a call with literal arguments, or
             arguments the schedule rejects.
 
     Example:
@@ -57,30 +73,93 @@ def get(identifier: Any) -> keras.optimizers.schedules.LearningRateSchedule:
 
     if isinstance(identifier, keras.optimizers.schedules.LearningRateSchedule):
         return identifier
-    if isinstance(identifier, (int, float)) and not isinstance(identifier, bool):
-        return Constant(float(identifier))
+    if isinstance(identifier, numbers.Real) and not isinstance(identifier, bool):
+        try:
+            return Constant(identifier)
+        except ValueError as err:
+            raise ValueError(
+                f"Cannot make a constant schedule from {show(identifier)}: {err}") from None
     registry = _registry()
     if isinstance(identifier, dict):
         name = identifier.get("class_name")
-        if name not in registry:
+        if not isinstance(name, str) or name not in registry:
             raise ValueError(_unknown(name, registry))
         config = identifier.get("config", {})
-        return registry[name].from_config(config)
+        if not isinstance(config, dict):
+            raise ValueError(
+                f"The 'config' of schedule config {show(identifier)} must be a dict of "
+                f"arguments, got {show(config)}.")
+        _check_keras_arguments(registry[name], [], config, identifier)
+        try:
+            return registry[name].from_config(config)
+        except (TypeError, KeyError) as err:
+            raise ValueError(f"Bad config for schedule {show(identifier)}: {err}") from None
     if isinstance(identifier, str):
         name, args, kwargs = parse_call(identifier, what="schedule")
         if name not in registry:
             raise ValueError(_unknown(name, registry))
+        _check_keras_arguments(registry[name], args, kwargs, identifier)
         try:
             return registry[name](*args, **kwargs)
         except TypeError as err:
-            raise ValueError(f"Bad arguments in schedule spec {identifier!r}: {err}") from None
+            raise ValueError(f"Bad arguments in schedule spec {show(identifier)}: {err}") from None
     raise ValueError(
         "Cannot interpret a schedule from "
-        f"{identifier!r}: expected a LearningRateSchedule, a number, a spec "
+        f"{show(identifier)}: expected a LearningRateSchedule, a number, a spec "
         "string or a config dict."
     )
 
 
+def _number_list(name, value):
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"`{name}` must be a non-empty list of numbers, got {show(value)}.")
+    return [check_number(name, v) for v in value]
+
+
+def _name(name, value):
+    if not isinstance(value, str):
+        raise ValueError(f"`{name}` must be a string, got {show(value)}.")
+    return value
+
+
+# Checks of Keras's own schedules' arguments, by argument name.
+_KERAS_CHECKS = {
+    "initial_learning_rate": check_non_negative,
+    "decay_steps": lambda n, v: check_int(n, v, minimum=1),
+    "first_decay_steps": lambda n, v: check_int(n, v, minimum=1),
+    "warmup_steps": check_int,
+    "decay_rate": check_positive,
+    "end_learning_rate": check_non_negative,
+    "warmup_target": lambda n, v: check_optional_number(n, v, low=0.0),
+    "power": check_positive,
+    "alpha": lambda n, v: check_number(n, v, low=0.0, high=1.0),
+    "t_mul": check_positive,
+    "m_mul": check_positive,
+    "staircase": check_bool,
+    "cycle": check_bool,
+    "boundaries": _number_list,
+    "values": lambda n, v: [check_non_negative(n, x) for x in _number_list(n, v)],
+    "name": _name,
+}
+
+
+def _check_keras_arguments(cls, args, kwargs, source) -> None:
+    """Checks the arguments of Keras's own schedules (the kit's check their own)."""
+    if not cls.__module__.startswith("keras."):
+        return
+    try:
+        bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"Bad arguments in schedule spec {show(source)}: {err}") from None
+    for name, value in list(bound.arguments.items())[1:]:
+        check = _KERAS_CHECKS.get(name)
+        if check is not None:
+            try:
+                check(name, value)
+            except ValueError as err:
+                raise ValueError(f"Bad value in schedule spec {show(source)}: {err}") from None
+
+
 def _unknown(name, registry) -> str:
     known = ", ".join(sorted(k for k in registry if "_" in k or k.islower()))
-    return f"Unknown schedule {name!r}. Known schedules: {known}."
+    return f"Unknown schedule {show(name)}. Known schedules: {known}."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kerastune_kit._validation import check_increasing
+from kerastune_kit._validation import check_increasing, show
 from kerastune_kit.schedules import _shapes
 from kerastune_kit.schedules._base import (
     KitSchedule,
@@ -24,8 +24,9 @@ class Sequence(KitSchedule):
     ``join_schedules``): piece ``i`` is evaluated at ``step - boundaries[i-1]``.
 
     Args:
-        schedules: a list of n schedules (or numbers, or specs).
-        boundaries: n-1 strictly increasing positive step counts.
+        schedules: a non-empty list (or tuple) of n schedules (or numbers, or
+            specs).
+        boundaries: a list of n-1 strictly increasing positive step counts.
 
     Example:
 
@@ -36,9 +37,9 @@ class Sequence(KitSchedule):
     """
 
     def __init__(self, schedules, boundaries):
-        schedules = list(schedules)
-        if not schedules:
-            raise ValueError("`schedules` must hold at least one schedule, got [].")
+        if not isinstance(schedules, (list, tuple)) or not schedules:
+            raise ValueError(
+                f"`schedules` must be a non-empty list of schedules, got {show(schedules)}.")
         self.schedules = [as_schedule(s, name=f"schedules[{i}]")
                           for i, s in enumerate(schedules)]
         self.boundaries = check_increasing("boundaries", boundaries)

@@ -1,13 +1,26 @@
 """Epoch-end backups of a Trainer run, for resuming after a crash or preemption.
 
 One ``tf.train.Checkpoint`` holds the variables of the model and of the
-optimizer, the epoch and step counters, any gradient accumulators and, as a
-JSON string variable, the ``get_state()`` of every kit callback and the
-learning-rate state: everything is saved atomically with the weights it
-belongs to. Under several workers every process saves (saving may involve
-collective ops), but only the chief writes to the real directory; the others
-write to a throw-away folder that is deleted at once, as TensorFlow's
-multi-worker guide does. Every process restores from the real directory.
+optimizer, the epoch and step counters, any gradient accumulators and, as
+string variables, the kit callbacks' state (JSON) and arrays (``.npz``
+bytes) from the shared codec
+(:mod:`kerastune_kit.callbacks._state_codec`: the same keys, LR control and
+fingerprint as :class:`~kerastune_kit.callbacks.BackupAndRestore`), so
+everything is saved atomically with the weights it belongs to. Under
+several workers every process saves (saving may involve collective ops), but
+only the chief writes to the real directory; the others write to a
+throw-away folder that is deleted at once, as TensorFlow's multi-worker
+guide does. Every process restores from the real directory.
+
+The two newest checkpoints are kept. A resume tries the newest; a damaged
+one (TensorFlow's own checksums, an unreadable record) is reported with a
+warning and the previous one is used; when none can be read, a
+``ValueError`` names each and what is wrong. The ``checkpoint`` index file
+is not trusted: checkpoints are found by their ``ckpt-N.index`` files, and
+at the start the chief (which holds the folder's lock) removes what a killed
+writer left (temporary files, checkpoints past the one resumed) and rewrites
+that file. A checkpoint of another run (other model variables, optimizer or
+callbacks) is refused with a ``ValueError``.
 
 The variables are saved as lists, not through the model and optimizer
 objects: the optimizer's learning rate changes hands during training (a
@@ -22,20 +35,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import warnings
 
 import keras
 import tensorflow as tf
 
-from kerastune_kit._distribute import worker_path
-from kerastune_kit._optimizer import rate_object
+from kerastune_kit._distribute import remove_worker_copy, worker_path
+from kerastune_kit._optimizer import controlled_schedule, rate_object
+from kerastune_kit._ownership import Ownership
+from kerastune_kit.callbacks import _state_codec
 from kerastune_kit.callbacks._base import KitCallback
-from kerastune_kit.schedules import ControlledSchedule
+
+_INDEX = re.compile(r"ckpt-(\d+)\.index$")
+_NUMBERED = re.compile(r"ckpt-(\d+)(\.index|\.data-\d+-of-\d+)$")
+# What a killed writer leaves: TensorFlow's temporary copy of the
+# ``checkpoint`` state file and its sharded save's temporary folder/files.
+_TEMPORARY = re.compile(r"(checkpoint\.tmp[0-9a-f]+|ckpt-\d+_temp.*)$")
 
 
 class Backup:
-    """Checkpoints in ``directory``; :meth:`restore` picks up the latest one.
+    """Checkpoints in ``directory``; :meth:`restore` picks up the newest intact one.
 
     Args:
         directory: where the chief keeps its checkpoints.
@@ -51,23 +72,27 @@ class Backup:
         self._is_chief = self._write_dir == self.directory
         if os.path.isfile(self.directory):
             raise ValueError(f"`backup_dir` must be a directory, got the file {directory!r}.")
+        self._ownership = Ownership(self.directory, "backup_dir", folder=True)
         if self._is_chief:
             try:
                 os.makedirs(self.directory, exist_ok=True)
             except OSError as error:
                 raise ValueError(
                     f"`backup_dir` must be a directory that can be created; got "
-                    f"{directory!r} ({error})."
-                ) from None
+                    f"{directory!r} ({error}).") from None
             if not os.access(self.directory, os.W_OK):
                 raise ValueError(f"`backup_dir` {directory!r} is not writable.")
+            self._ownership.acquire()
+        self._model = model
         self._optimizer = optimizer
         rate = rate_object(optimizer)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="backup_epoch")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="backup_step")
         self.state = tf.Variable("{}", dtype=tf.string, trainable=False, name="backup_state")
+        self.arrays = tf.Variable(b"", dtype=tf.string, trainable=False, name="backup_arrays")
         self._checkpoint = tf.train.Checkpoint(
             epoch=self.epoch, step=self.step, callback_state=self.state,
+            callback_arrays=self.arrays,
             model_variables=[_tf_variable(v) for v in model.variables],
             optimizer_variables=[_tf_variable(v) for v in optimizer.variables
                                  if v is not rate],
@@ -75,81 +100,163 @@ class Backup:
         # Created now, outside any strategy scope: a variable created lazily
         # inside MultiWorkerMirrored's scope is a collective broadcast.
         self._checkpoint.save_counter  # noqa: B018
-        # Every worker saves through a manager, so all run the same ops.
-        self._manager = tf.train.CheckpointManager(
-            self._checkpoint, self._write_dir, max_to_keep=max_to_keep)
+        self._max_to_keep = max_to_keep
+        self._manager = None  # made by restore(), once the folder is tidy
         self._record: dict = {}
 
+    def close(self) -> None:
+        """Lets the backup folder go (the run has ended, or failed)."""
+        self._ownership.release()
+
+    def _paths(self) -> list[str]:
+        """Checkpoint prefixes in the real directory, newest first."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return []
+        numbers = sorted((int(m.group(1)) for m in map(_INDEX.match, names) if m),
+                         reverse=True)
+        return [os.path.join(self.directory, f"ckpt-{n}") for n in numbers]
+
     def restore(self, callbacks) -> dict | None:
-        """Loads the latest checkpoint, if any, into the variables and callbacks.
+        """Loads the newest intact checkpoint into the variables and callbacks.
 
-        Call it before the callbacks' ``on_train_begin``. Returns
-        ``{"epoch", "step", "stopped"}`` of the restored checkpoint
-        (``epoch`` = epochs completed), or None when there is none.
+        Call it before the callbacks' ``on_train_begin``, and
+        :meth:`restore_lr_control` after it. Returns ``{"epoch", "step",
+        "stopped"}`` of the restored checkpoint (``epoch`` = epochs
+        completed), or None when there is none.
         """
-        path = tf.train.latest_checkpoint(self.directory)
-        if path is None:
-            return None
-        self._checkpoint.restore(path).assert_existing_objects_matched()
-        self._record = json.loads(self.state.numpy().decode("utf-8"))
-        rate = rate_object(self._optimizer)
-        if isinstance(rate, keras.Variable) and "learning_rate" in self._record:
-            rate.assign(self._record["learning_rate"])
-        _set_states(_kit(callbacks), self._record.get("callbacks", {}), path)
-        return {"epoch": int(self.epoch.numpy()), "step": int(self.step.numpy()),
-                "stopped": bool(self._record.get("stopped", False))}
+        problems = []
+        paths = self._paths()
+        for index, path in enumerate(paths):
+            try:
+                self._checkpoint.restore(path).assert_existing_objects_matched()
+                record = json.loads(self.state.numpy().decode("utf-8"))
+                arrays = _state_codec.arrays_from_bytes(self.arrays.numpy())
+            except (tf.errors.OpError, ValueError, KeyError, AssertionError,
+                    UnicodeDecodeError) as error:
+                problems.append(f"{path}: {type(error).__name__}: {str(error)[:200]}")
+                continue
+            self._check_owner(path, record, callbacks)
+            record = _upgraded(record, callbacks)
+            self._record = record
+            rate = rate_object(self._optimizer)
+            if isinstance(rate, keras.Variable) and "learning_rate" in record:
+                rate.assign(record["learning_rate"])
+            states = {k: v for k, v in record.items() if k != "lr_control"}
+            _state_codec.decode(self._model, _kit(callbacks), states, arrays, where=path)
+            if problems:
+                warnings.warn(
+                    "Trainer: the newest backup is damaged (" + "; ".join(problems)
+                    + f"); resumed from the older {path!r} instead.", stacklevel=3)
+            self._start_saving(paths[index:index + self._max_to_keep])
+            return {"epoch": int(self.epoch.numpy()), "step": int(self.step.numpy()),
+                    "stopped": bool(record.get("stopped", False))}
+        if problems:
+            raise ValueError(
+                f"Trainer: no intact backup in `backup_dir` {self.directory!r} to resume "
+                "from: " + "; ".join(problems) + ". Delete the folder to start afresh.")
+        self._start_saving([])
+        return None
 
-    def restore_lr_factor(self) -> None:
-        """Puts back the saved LR factor, once the callbacks installed the schedule."""
-        controlled = _controlled_schedule(self._optimizer)
-        factor = self._record.get("lr_factor")
-        if controlled is not None and factor is not None:
-            controlled.set_factor(factor)
+    def _start_saving(self, kept: list[str]) -> None:
+        """Tidies the folder and makes the checkpoint manager.
+
+        The chief holds the folder (no other live run writes it), so what a
+        killed writer left is removed: temporary files, checkpoints newer
+        than the one resumed (damaged, or written after the state file was
+        last updated) and older than the ``kept`` ones. The ``checkpoint``
+        state file is rewritten from ``kept`` (newest first), so the manager
+        prunes exactly those and a damaged state file is repaired.
+        """
+        if self._is_chief:
+            keep = {os.path.basename(path) for path in kept}
+            for name in os.listdir(self.directory):
+                numbered = _NUMBERED.match(name)
+                if _TEMPORARY.match(name) or (
+                        numbered and f"ckpt-{numbered.group(1)}" not in keep):
+                    _remove(os.path.join(self.directory, name))
+            state = os.path.join(self.directory, "checkpoint")
+            if kept:
+                oldest_first = kept[::-1]
+                # Timestamps after the "last preserved" one: the manager's to prune.
+                stamps = [os.path.getmtime(f"{path}.index") for path in oldest_first]
+                tf.compat.v1.train.update_checkpoint_state(
+                    self.directory, kept[0], all_model_checkpoint_paths=oldest_first,
+                    all_model_checkpoint_timestamps=stamps,
+                    last_preserved_timestamp=min(stamps) - 1.0)
+            elif os.path.exists(state):
+                os.remove(state)
+        # Every worker saves through a manager, so all run the same ops.
+        self._manager = tf.train.CheckpointManager(
+            self._checkpoint, self._write_dir, max_to_keep=self._max_to_keep)
+
+    def restore_lr_control(self) -> None:
+        """Puts back the saved LR control, once the callbacks installed the schedule."""
+        controls = self._record.get("lr_control")
+        if controls:
+            controlled_schedule(self._model).set_controls(**controls)
+
+    def _check_owner(self, path, record, callbacks) -> None:
+        saved = record.get("fingerprint")
+        if saved is None:  # written before fingerprints were
+            return
+        different = _state_codec.differences(
+            saved, _state_codec.fingerprint(self._model, _kit(callbacks)))
+        if different:
+            raise ValueError(
+                f"Trainer: the backup {path!r} in `backup_dir` belongs to another run: "
+                + "; ".join(different) + ". Use another backup_dir or delete this one.")
 
     def save(self, epoch: int, step: int, callbacks, stopped: bool) -> None:
         """Saves the state after ``epoch`` completed epochs and ``step`` steps."""
         self.epoch.assign(epoch)
         self.step.assign(step)
-        states = {_key(i, cb): cb.get_state() for i, cb in enumerate(_kit(callbacks))}
-        record = {"callbacks": states, "stopped": bool(stopped)}
+        record, arrays = _state_codec.encode(self._model, _kit(callbacks))
+        record["stopped"] = bool(stopped)
+        record["fingerprint"] = _state_codec.fingerprint(self._model, _kit(callbacks))
         rate = rate_object(self._optimizer)
         if isinstance(rate, keras.Variable):  # E.g. lowered by ReduceLROnPlateau.
             record["learning_rate"] = float(rate.numpy())
-        elif isinstance(rate, ControlledSchedule):
-            # Curve-based cuts live in the schedule's factor; kept here too,
-            # as no callback may hold it in its own state.
-            record["lr_factor"] = rate.controls()["factor"]
         self.state.assign(json.dumps(record))
+        self.arrays.assign(_state_codec.arrays_to_bytes(arrays) if arrays else b"")
         self._manager.save(checkpoint_number=epoch)
         if not self._is_chief:
-            shutil.rmtree(os.path.dirname(self._write_dir), ignore_errors=True)
+            remove_worker_copy(self._write_dir)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
 
 
 def _tf_variable(variable):
     return variable.value if isinstance(variable, keras.Variable) else variable
 
 
-def _controlled_schedule(optimizer):
-    rate = rate_object(optimizer)
-    return rate if isinstance(rate, ControlledSchedule) else None
-
-
 def _kit(callbacks) -> list[KitCallback]:
     return [cb for cb in callbacks if isinstance(cb, KitCallback)]
 
 
-def _key(index: int, callback) -> str:
-    return f"{index}:{type(callback).__name__}"
-
-
-def _set_states(callbacks, states: dict, path: str) -> None:
-    keys = [_key(i, cb) for i, cb in enumerate(callbacks)]
-    if sorted(keys) != sorted(states):
-        warnings.warn(
-            f"The backup {path} holds the state of the kit callbacks {sorted(states)}, "
-            f"but this run has {keys}; restoring the ones that match.",
-            stacklevel=3,
-        )
-    for key, callback in zip(keys, callbacks):
-        if key in states:
-            callback.set_state(states[key])
+def _upgraded(record: dict, callbacks) -> dict:
+    """A record written before the shared codec (keys ``"<index>:<class>"``,
+    an ``lr_factor``) in today's form."""
+    if "format" in record:
+        return record
+    kit = _kit(callbacks)
+    new_keys = list(_state_codec.keyed(kit))
+    old = record.get("callbacks", {})
+    states = {}
+    for i, (callback, key) in enumerate(zip(kit, new_keys)):
+        legacy = f"{i}:{type(callback).__name__}"
+        if legacy in old:
+            states[key] = old[legacy]
+    upgraded = dict(record, format=_state_codec.FORMAT, callbacks=states)
+    if "lr_factor" in record:
+        upgraded["lr_control"] = {"factor": record["lr_factor"]}
+    return upgraded

@@ -63,6 +63,12 @@ class Accumulation:
         self.micro_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                        name="accumulated_micro_steps")
 
+    def reset(self) -> None:
+        """Drops the gradients gathered so far (a rollback must not apply them)."""
+        for gradient in self.gradients:
+            gradient.assign(tf.zeros(gradient.shape, gradient.dtype))
+        self.micro_steps.assign(0)
+
 
 class LoopBuilder:
     """Builds the traced train and test executions of one Trainer.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from kerastune_kit._validation import check_choice, check_int, check_positive
+from kerastune_kit._validation import check_bool, check_choice, check_int, check_positive
 
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 
@@ -27,11 +27,11 @@ class TrainerOptions:
         set_ = lambda name, value: object.__setattr__(self, name, value)
         set_("steps_per_execution",
              check_int("steps_per_execution", self.steps_per_execution, minimum=1))
-        if not isinstance(self.jit_compile, bool):
-            raise ValueError(f"`jit_compile` must be True or False, got {self.jit_compile!r}.")
+        set_("jit_compile", check_bool("jit_compile", self.jit_compile))
         if self.clipnorm is not None:
-            set_("clipnorm", float(check_positive("clipnorm", self.clipnorm)))
+            set_("clipnorm", check_positive("clipnorm", self.clipnorm))
         set_("gradient_accumulation_steps",
              check_int("gradient_accumulation_steps", self.gradient_accumulation_steps,
                        minimum=1))
-        check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        set_("mixed_precision",
+             check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION))

@@ -7,6 +7,7 @@ import os
 import tensorflow as tf
 
 from kerastune_kit import _distribute
+from kerastune_kit._validation import show
 
 STRATEGY_NAMES = ("auto", "default", "one_device", "mirrored", "multiworker", "tpu")
 
@@ -58,7 +59,7 @@ def resolve_strategy(spec: str | tf.distribute.Strategy = "auto") -> tf.distribu
         accepted = ", ".join(repr(n) for n in STRATEGY_NAMES)
         raise ValueError(
             f"`strategy` must be a tf.distribute.Strategy or one of {accepted}; "
-            f"got {spec!r}."
+            f"got {show(spec)}."
         )
     if spec == "auto":
         return _auto()

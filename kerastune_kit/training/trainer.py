@@ -14,7 +14,8 @@ import tensorflow as tf
 from kerastune_kit import _optimizer
 from kerastune_kit._distribute import is_chief
 from kerastune_kit._optimizer import base_optimizer
-from kerastune_kit._validation import check_choice, check_int
+from kerastune_kit._snapshot import on_restore
+from kerastune_kit._validation import check_choice, check_int, show
 from kerastune_kit.training import _data
 from kerastune_kit.training._backup import Backup
 from kerastune_kit.training._loop import Accumulation, LoopBuilder, LossTracker
@@ -94,8 +95,9 @@ class Trainer:
             ``(y_true, y_pred) -> per-example losses``; a scalar result is
             taken as the mean over the replica's batch.
         metrics: metric names (``"mae"``, ``"accuracy"``, resolved like
-            ``model.compile`` does) or Keras metric objects built in the
-            strategy's scope. Defaults to None.
+            ``model.compile`` does; an unknown name fails here), functions or
+            Keras metric objects built in the strategy's scope. Defaults to
+            None.
         strategy: a ``tf.distribute.Strategy`` or a name for
             :func:`kerastune_kit.training.resolve_strategy`. Defaults to None:
             the strategy the model was built under, else ``"auto"``.
@@ -196,7 +198,10 @@ class Trainer:
     def _build_optimizer(self, optimizer):
         with self.strategy.scope():
             if isinstance(optimizer, str):
-                optimizer = keras.optimizers.get(optimizer)
+                try:
+                    optimizer = keras.optimizers.get(optimizer)
+                except ValueError as err:
+                    raise ValueError(f"`optimizer`: {err}") from None
             elif not isinstance(optimizer, keras.optimizers.Optimizer) and callable(optimizer):
                 optimizer = optimizer()
             if not isinstance(optimizer, keras.optimizers.Optimizer):
@@ -255,6 +260,7 @@ class Trainer:
             steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1)
         verbose = check_choice("verbose", verbose, ("auto", 0, 1, 2))
         callbacks = _check_callbacks(callbacks)
+        _refuse_backup_callbacks(callbacks)
         dataset = _data.as_dataset(x, y, batch_size)
         val_dataset = None
         if validation_data is not None:
@@ -320,6 +326,8 @@ class Trainer:
                 self._tracker = LossTracker()
             if self.options.gradient_accumulation_steps > 1 and self._accumulation is None:
                 self._accumulation = Accumulation(self.model.trainable_variables)
+                # A DivergenceGuard rollback must not apply the gathered gradients.
+                on_restore(self.model, "accumulated_gradients", self._accumulation.reset)
         if self._builder is None:
             self._builder = LoopBuilder(
                 strategy=self.strategy, model=self.model, optimizer=self.optimizer,
@@ -378,7 +386,7 @@ class Trainer:
         logs = None
         callbacks.on_train_begin()
         if backup is not None:
-            backup.restore_lr_factor()
+            backup.restore_lr_control()
         try:
             for epoch in range(start, epochs):
                 train_fn = self._train_function(train.exact)
@@ -402,6 +410,9 @@ class Trainer:
         except BaseException:
             _end_after_error(callbacks, logs)
             raise
+        finally:
+            if backup is not None:
+                backup.close()
         callbacks.on_train_end(logs)
 
     def _run_epoch(self, train_fn, iterator, callbacks, epoch, epochs, known_steps,
@@ -517,7 +528,10 @@ def _per_example_loss(loss):
     """``(y_true, y_pred) -> [batch]`` float32 per-example losses."""
     fn = loss
     if isinstance(loss, str):
-        fn = keras.losses.get(loss)
+        try:
+            fn = keras.losses.get(loss)
+        except ValueError as err:
+            raise ValueError(f"`loss`: {err}") from None
     if isinstance(fn, keras.losses.Loss):
         try:
             fn = type(fn).from_config({**fn.get_config(), "reduction": "none"})
@@ -550,12 +564,25 @@ def _check_metric_specs(metrics, strategy) -> list:
     for metric in metrics:
         if isinstance(metric, keras.metrics.Metric):
             _check_in_scope(strategy, metric.variables, f"metric {metric.name!r}")
-        elif not (isinstance(metric, str) or callable(metric)):
+        elif isinstance(metric, str):
+            _check_metric_name(metric, strategy)
+        elif not callable(metric):
             raise ValueError(
                 "`metrics` must be metric names, keras metrics or functions; got "
-                f"{metric!r}."
+                f"{show(metric)}."
             )
     return list(metrics)
+
+
+def _check_metric_name(name: str, strategy) -> None:
+    """Fails at construction, not at the first ``fit``, on a name Keras does not know."""
+    if name.lower() in ("accuracy", "acc", "crossentropy", "ce"):  # resolved by get_metric
+        return
+    try:
+        with strategy.scope():  # what Keras builds for the check is thrown away
+            keras.metrics.get(name)
+    except ValueError as err:
+        raise ValueError(f"`metrics`: {err}") from None
 
 
 def _make_metrics(specs, model, x_spec, y_spec) -> list:
@@ -614,6 +641,21 @@ def _check_callbacks(callbacks) -> list:
                 f"`callbacks` must be keras.callbacks.Callback objects; got {callback!r}."
             )
     return callbacks
+
+
+def _refuse_backup_callbacks(callbacks) -> None:
+    """Keras's and the kit's BackupAndRestore are model.fit's; the Trainer has
+    its own, which saves what its collectives need (``backup_dir``)."""
+    from kerastune_kit.callbacks import BackupAndRestore
+
+    for callback in callbacks:
+        if isinstance(callback, (keras.callbacks.BackupAndRestore, BackupAndRestore)):
+            raise ValueError(
+                f"Trainer.fit does not take {type(callback).__module__.split('.')[0]}'s "
+                "BackupAndRestore callback: it would re-train from epoch 0 after a restart "
+                "(the Trainer keeps its own epoch count) and lose its backup at an "
+                "exception. Pass backup_dir=... to Trainer.fit instead: it backs up the "
+                "model, the optimizer and every kit callback's state, and resumes exactly.")
 
 
 def _to_python(results) -> dict:

@@ -9,3 +9,7 @@ from kerastune_kit.tuning.find_lr import find_lr
 from kerastune_kit.tuning.lr_finder_result import LRFinderResult
 
 __all__ = ["LRFinderResult", "find_lr"]
+
+from kerastune_kit import _registration  # noqa: E402
+
+_registration.register_if_ready(__name__)  # see kerastune_kit._registration

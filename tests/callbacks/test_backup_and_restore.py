@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from kit_testing import ScriptedLogs
+from kit_testing import ScriptedLogs, assert_same_run, kill_chain
 
 from kerastune_kit import schedules as S
 from kerastune_kit.callbacks import BackupAndRestore, EarlyStopping, KitCallback, TimeBasedLR
@@ -83,10 +84,11 @@ def test_resume_after_an_exception_continues_every_callback(tmp_path):
     with pytest.raises(RuntimeError, match="crash"):
         fit_probe(probe_model(), [*callbacks, CrashAfter(4)], epochs=len(CURVE))
     assert late.stopped_epoch == 4  # It decided to stop, but the crash came first.
-    # The backup was written at the start of epoch 4, before the crash.
-    with open(os.path.join(backup_dir, "checkpoint.json")) as f:
-        assert json.load(f) == {"folder": "backup-000004", "epochs_done": 4}
-    assert sorted(os.listdir(backup_dir)) == ["backup-000004", "checkpoint.json"]
+    # The backup was written at the start of epoch 4, before the crash; the
+    # one before it is kept too.
+    with open(os.path.join(backup_dir, "backup-000004", "manifest.json")) as f:
+        assert json.load(f)["epochs_done"] == 4
+    assert sorted(os.listdir(backup_dir)) == [".lock", "backup-000003", "backup-000004"]
 
     # A restart: new model (other initial weight), new callbacks.
     model = probe_model(start=100.0)
@@ -109,12 +111,13 @@ def test_kept_backup_is_complete_and_a_longer_fit_continues_from_it(tmp_path):
     lr = TimeBasedLR(S.Constant(1.0), unit="epoch")
     fit_probe(probe_model(), [lr, BackupAndRestore(backup_dir, delete_on_success=False)],
               epochs=3)
-    assert sorted(os.listdir(backup_dir)) == ["backup-000003", "checkpoint.json"]
+    assert sorted(os.listdir(backup_dir)) == ["backup-000002", "backup-000003"]
     folder = os.path.join(backup_dir, "backup-000003")
-    assert sorted(os.listdir(folder)) == ["model.weights.h5", "state.json"]
+    assert sorted(os.listdir(folder)) == ["manifest.json", "model.weights.h5", "state.json"]
     with open(os.path.join(folder, "state.json")) as f:
         state = json.load(f)
-    assert state["epochs_done"] == 3 and list(state["callbacks"]) == ["TimeBasedLR/0"]
+    assert state["epochs_done"] == 3
+    assert list(state["callbacks"]) == ["TimeBasedLR(unit='epoch')"]
 
     model = probe_model()
     history = fit_probe(model, [TimeBasedLR(S.Constant(1.0), unit="epoch"),
@@ -150,7 +153,7 @@ def test_a_failed_write_leaves_the_previous_backup(tmp_path):
     backup_dir = str(tmp_path / "backup")
     with pytest.raises(OSError, match="disk full"):
         fit_probe(probe_model(), [FailingState(2), BackupAndRestore(backup_dir)], epochs=6)
-    assert sorted(os.listdir(backup_dir)) == ["backup-000002", "checkpoint.json"]
+    assert sorted(os.listdir(backup_dir)) == [".lock", "backup-000001", "backup-000002"]
     model = probe_model()
     history = fit_probe(model, [FailingState(), BackupAndRestore(backup_dir)], epochs=4)
     assert history.epoch == [2, 3] and steps_in(model) == 4
@@ -177,8 +180,8 @@ def test_errors_before_training(tmp_path):
     backup_dir = str(tmp_path / "backup")
     with pytest.raises(RuntimeError, match="crash"):
         fit_probe(probe_model(), [BackupAndRestore(backup_dir), CrashAfter(1)], epochs=3)
-    with pytest.raises(ValueError, match=r"made with the kit callbacks \[\] but this fit call "
-                                         r"has \['TimeBasedLR/0'\]"):
+    with pytest.raises(ValueError, match=r"belongs to another run: the kit callbacks were "
+                                         r"\[\], now \[\"TimeBasedLR\(unit='step'\)\"\]"):
         fit_probe(model, [TimeBasedLR(0.1), BackupAndRestore(backup_dir)], epochs=3)
     assert steps_in(model) == 0
 
@@ -195,7 +198,8 @@ def test_non_chief_workers_read_the_backup_and_write_nothing(tmp_path, monkeypat
     model = probe_model()
     history = fit_probe(model, [BackupAndRestore(backup_dir)], epochs=5)
     assert history.epoch == [2, 3, 4] and steps_in(model) == 5
-    assert sorted(os.listdir(backup_dir)) == before == ["backup-000002", "checkpoint.json"]
+    assert sorted(os.listdir(backup_dir)) == before == [".lock", "backup-000001",
+                                                        "backup-000002"]
     assert sorted(os.listdir(tmp_path)) == ["backup"]
 
 
@@ -245,9 +249,9 @@ def test_killed_runs_resume_to_the_same_result_as_an_uninterrupted_run(tmp_path)
                                    tmp_path, "self", env)
         processes["random"] = _start([out["random"], backup["random"], "--epoch-pause", "0.25"],
                                      tmp_path, "random", env)
-        pointer = os.path.join(backup["random"], "checkpoint.json")
+        first = os.path.join(backup["random"], "backup-000001", "manifest.json")
         deadline = time.monotonic() + 240
-        while not os.path.exists(pointer):
+        while not os.path.exists(first):
             assert processes["random"].poll() is None, "the run ended before its first backup"
             assert time.monotonic() < deadline, "no backup appeared in time"
             time.sleep(0.02)
@@ -256,7 +260,7 @@ def test_killed_runs_resume_to_the_same_result_as_an_uninterrupted_run(tmp_path)
         processes["random"].send_signal(signal.SIGKILL)
         assert _finish(processes["random"], tmp_path, "random") == -signal.SIGKILL
         assert _finish(processes["self"], tmp_path, "self") == -signal.SIGKILL
-        assert os.path.exists(os.path.join(backup["self"], "checkpoint.json"))
+        assert any(n.startswith("backup-") for n in os.listdir(backup["self"]))
         processes["self2"] = _start([out["self2"], backup["self"]], tmp_path, "self2", env)
         processes["random2"] = _start([out["random2"], backup["random"]], tmp_path, "random2",
                                       env)
@@ -286,3 +290,29 @@ def test_killed_runs_resume_to_the_same_result_as_an_uninterrupted_run(tmp_path)
     # The self-killed run resumed in epoch 7, after EarlyStopping's best
     # (epoch 6): without its restored best it would have stopped elsewhere.
     assert _read(out["self2"])["epochs"][0] == 7 and whole["best_epoch"] == 6
+
+
+@pytest.mark.tensorflow  # ~20 process starts: once, on the TensorFlow legs
+@pytest.mark.kill_chain
+def test_kills_at_steps_and_inside_every_file_operation_resume_exactly(tmp_path):
+    """model.fit + BackupAndRestore + EarlyStopping(best_model_path) + CurveBasedLR
+    on a float rate (its cuts live only in the LR control): a chain of runs,
+    each killed at a global step or at its K-th file operation (before a
+    rename/replace/remove/rmtree, after an fsync, inside an h5 write), ends
+    with the uninterrupted run's weights, decisions and LR history."""
+    # 14 processes die at their K-th file operation (K = 1..14: every kind of
+    # operation of a best-model write, a backup write and a prune), 7 a few
+    # steps (seeded, 1 to 5) into their run.
+    rng = random.Random(0)
+    plan = []
+    for op in range(1, 15):
+        plan.append(["--kill-at-op", str(op)])
+        if op % 2 == 0:
+            plan.append(["--kill-after-steps", str(rng.randint(1, 5))])
+    reference, resumed, kills = kill_chain("fit", str(tmp_path), plan)
+    assert reference["cuts"] >= 2 and reference["stop_reason"] == "patience"
+    assert_same_run(reference, resumed)
+    assert kills == len(plan) == 21, kills  # every process of the plan died
+    assert not resumed["backup_left"]
+    leftovers = [n for n in os.listdir(tmp_path / "chain") if ".tmp-" in n]
+    assert leftovers == []  # every temporary file of a killed writer was removed

@@ -315,3 +315,24 @@ def test_missing_monitor_names_key_and_lists_present():
 def test_bad_arguments(kwargs, arg):
     with pytest.raises(ValueError, match=f"`{arg}`"):
         DivergenceGuard(**kwargs)
+
+
+def test_rebase_after_a_restore_elsewhere_is_no_spike():
+    """Another callback puts back an early state (higher loss) and rebases the
+    guard: the loss it goes back to is no spike, and that state is the last
+    good one."""
+    x, y = regression_data()
+    model = regression_model(keras.optimizers.SGD(0.05))
+    guard = DivergenceGuard(spike_factor=1.5, max_retries=0)
+    start = [w.copy() for w in model.get_weights()]
+
+    class BackToTheStart(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 3:
+                self.model.set_weights(start)
+                guard.rebase()
+
+    history = fit(model, x, y, [BackToTheStart(), guard], epochs=6)
+    assert guard.events == [] and not guard.stopped
+    assert history.history["loss"][4] > 1.5 * min(history.history["loss"][:4])
+    assert len(history.history["loss"]) == 6

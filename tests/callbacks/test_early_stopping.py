@@ -258,6 +258,25 @@ def test_stopped_by_another_callback_restores_a_keras_file(tmp_path):
                             "the weights of epoch 3 (val_score=3) from disk.")
 
 
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 4:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_after_ctrl_c_restore_best_puts_the_best_epoch_back(where, tmp_path):
+    path = str(tmp_path / "best.keras") if where == "disk" else None
+    stop = EarlyStopping(monitor="val_score", mode="min", patience=10, restore_from=where,
+                         best_model_path=path)
+    model = probe_model()
+    with pytest.raises(KeyboardInterrupt):
+        fit_probe(model, [Script(CURVE), stop, Interrupt()], epochs=len(CURVE))
+    assert probe_epoch(model) == 4  # model.fit called no hook: the last weights
+    assert stop.restore_best() == where
+    assert probe_epoch(model) == 2
+
+
 def test_events_state_and_a_second_fit_call():
     stop = EarlyStopping(monitor="val_score", mode="min", patience=2)
     fit_probe(probe_model(), [Script(CURVE), stop], epochs=len(CURVE))

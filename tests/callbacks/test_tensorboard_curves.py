@@ -252,6 +252,171 @@ def test_hparams_reach_the_hparams_dashboard(tensorboard):
     assert final[("validation", "epoch_loss")] == pytest.approx(history.history["val_loss"][-1])
 
 
+def _fit_constant_lr(log_dir, lr, epochs, *, model=None, initial_epoch=0, curves=None,
+                     hparams=None):
+    """A probe fit at a constant LR: its curves tell the run apart (w falls by lr a step)."""
+    model = model or lr_probe_model(keras.optimizers.SGD(lr))
+    curves = curves or TensorBoardCurves(log_dir, lr_every_steps=1, hparams=hparams)
+    x = np.ones((16, 1), "float32")
+    history = model.fit(x, x, batch_size=4, epochs=epochs, initial_epoch=initial_epoch,
+                        shuffle=False, verbose=0, validation_data=(x[:4], x[:4]),
+                        callbacks=[curves])
+    return model, curves, history
+
+
+def _curves_warnings(record):
+    return [str(w.message) for w in record if "TensorBoardCurves" in str(w.message)]
+
+
+def test_a_reused_log_dir(tensorboard):
+    """Two runs into one log_dir: the second goes to <log_dir>-2, with a
+    warning, and each folder shows exactly its own run, to TensorBoard's
+    server, to the kit's reader and to plot_run."""
+    import warnings
+
+    from kerastune_kit.plotting import plot_run
+
+    log_dir = tensorboard.logdir / "reused"
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _, first, first_history = _fit_constant_lr(log_dir, 0.1, epochs=3,
+                                                   hparams={"run": "first"})
+    assert first.run_dir == str(log_dir)
+    assert _curves_warnings(record) == []  # A new folder: used as it is, silently.
+
+    with pytest.warns(UserWarning, match="already holds the event files") as record:
+        _, second, second_history = _fit_constant_lr(log_dir, 0.05, epochs=2,
+                                                     hparams={"run": "second"})
+    assert second.run_dir == str(log_dir) + "-2"
+    message = _curves_warnings(record)[0]
+    assert repr(str(log_dir)) in message and repr(second.run_dir) in message
+
+    # The real server: two runs, each with its own steps and rates.
+    for run, lr, epochs, history in (("reused-2", 0.05, 2, second_history),
+                                     ("reused", 0.1, 3, first_history)):
+        assert tensorboard.scalars(f"{run}/train", "learning_rate", count=4 * epochs) == [
+            (k, pytest.approx(lr)) for k in range(4 * epochs)]
+        loss = tensorboard.scalars(f"{run}/validation", "epoch_loss", count=epochs)
+        assert loss == [(e, pytest.approx(v, rel=1e-6))
+                        for e, v in enumerate(history.history["val_loss"])]
+    runs = tensorboard.get("/data/runs")
+    assert {"reused/train", "reused/validation", "reused-2/train",
+            "reused-2/validation"} <= set(runs)
+
+    # The reader sees every record of the files: nothing of run 2 in run 1's folder.
+    for folder, lr, history in ((log_dir, 0.1, first_history),
+                                (second.run_dir, 0.05, second_history)):
+        data = read_run(folder)
+        assert data.rewinds == {}
+        train = data.scalars["train"]
+        assert train["learning_rate"] == [(k, pytest.approx(lr))
+                                          for k in range(4 * len(history.history["loss"]))]
+        assert [v for _, v in train["epoch_loss"]] == pytest.approx(history.history["loss"])
+        assert plot_run(folder, os.path.join(folder, "curves.png")).endswith("curves.png")
+    # The hparams went with their run.
+    assert [f for f in os.listdir(second.run_dir) if "tfevents" in f]
+
+    # A third run takes the next free one; an empty sibling is free, a
+    # file of that name is not.
+    (tensorboard.logdir / "reused-3").write_text("not a folder")
+    (tensorboard.logdir / "reused-4").mkdir()
+    with pytest.warns(UserWarning, match="reused-4"):
+        _, third, _ = _fit_constant_lr(log_dir, 0.02, epochs=1)
+    assert third.run_dir == str(log_dir) + "-4"
+    assert read_run(third.run_dir).scalars["train"]["learning_rate"] == [
+        (k, pytest.approx(0.02)) for k in range(4)]
+
+
+def test_a_second_fit_of_the_same_callback(tmp_path):
+    """The same callback continues its folder when the epochs continue, and
+    moves to a fresh one when they start over."""
+    import warnings
+
+    from kerastune_kit.plotting import plot_run
+
+    log_dir = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model, curves, first = _fit_constant_lr(log_dir, 0.1, epochs=2, hparams={"a": 1})
+        # A resumed training: epochs 2 and 3, optimizer steps 8 to 15.
+        _, _, resumed = _fit_constant_lr(log_dir, 0.1, epochs=4, initial_epoch=2,
+                                         model=model, curves=curves)
+    assert _curves_warnings(record) == []
+    assert curves.run_dir == str(log_dir)
+    train = read_run(log_dir).scalars["train"]
+    # Two event files in train/ (one per fit), one run: plot_run takes it.
+    assert len([f for f in os.listdir(log_dir / "train") if "tfevents" in f]) == 2
+    assert [s for s, _ in train["learning_rate"]] == list(range(16))
+    assert train["epoch_loss"] == [
+        (e, pytest.approx(v)) for e, v in
+        enumerate(first.history["loss"] + resumed.history["loss"])]
+    assert read_run(log_dir).rewinds == {}
+    plot_run(log_dir, tmp_path / "resumed.png")
+    # The hparams once, in the run's folder.
+    assert len([f for f in os.listdir(log_dir) if "tfevents" in f]) == 1
+
+    # Epochs starting over at 0 would draw back over the curves: a new run.
+    with pytest.warns(UserWarning, match="initial_epoch=4") as record:
+        _, _, again = _fit_constant_lr(log_dir, 0.1, epochs=1, model=model, curves=curves)
+    assert curves.run_dir == str(log_dir) + "-2"
+    assert repr(str(log_dir)) in _curves_warnings(record)[0]
+    assert read_run(log_dir).scalars["train"]["epoch_loss"] == train["epoch_loss"]
+    moved = read_run(curves.run_dir).scalars["train"]
+    assert moved["epoch_loss"] == [(0, pytest.approx(again.history["loss"][0]))]
+    assert [s for s, _ in moved["learning_rate"]] == list(range(16, 20))
+    assert [f for f in os.listdir(curves.run_dir) if "tfevents" in f]  # its hparams
+
+
+class CrashAtEpochEnd(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("crash")
+
+
+def test_a_run_resumed_from_a_backup_continues_its_folder(tmp_path):
+    """A crash after epoch 2's curves were written (the backup holds epochs
+    0-1), then a fresh process's callbacks: BackupAndRestore gives the new
+    TensorBoardCurves its run folder back, the curves continue there, and
+    the reader and plot_run keep the resumed epoch 2 over the crashed one."""
+    import warnings
+
+    from kerastune_kit.callbacks import BackupAndRestore
+    from kerastune_kit.plotting import plot_run
+
+    log_dir, backup = tmp_path / "run", str(tmp_path / "backup")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "old.tfevents.1").write_text("")  # another run was here first
+    x = np.ones((16, 1), "float32")
+
+    def fit(*extra):
+        model = lr_probe_model(keras.optimizers.SGD(0.1))
+        curves = TensorBoardCurves(log_dir, lr_every_steps=1)
+        history = model.fit(x, x, batch_size=4, epochs=5, shuffle=False, verbose=0,
+                            callbacks=[curves, BackupAndRestore(backup), *extra])
+        return curves, history
+
+    with pytest.warns(UserWarning, match="already holds"), pytest.raises(RuntimeError):
+        fit(CrashAtEpochEnd(2))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        curves, history = fit()
+    assert _curves_warnings(record) == []
+    assert curves.run_dir == str(log_dir) + "-2"  # the crashed run's folder, not -3
+    assert history.epoch == [2, 3, 4]
+    data = read_run(curves.run_dir)
+    assert data.rewinds == {}
+    train = data.scalars["train"]
+    assert [e for e, _ in train["epoch_loss"]] == [0, 1, 2, 3, 4]
+    assert [e for e, v in train["epoch_loss"]][2:] == history.epoch
+    assert [v for _, v in train["epoch_loss"]][2:] == pytest.approx(history.history["loss"])
+    assert [s for s, _ in train["learning_rate"]] == list(range(20))
+    plot_run(curves.run_dir, tmp_path / "resumed.png")
+
+
 @multi_step_executions
 def test_batch_scalars_every_n_steps():
     seen = {}
@@ -326,10 +491,11 @@ def test_only_the_chief_writes(tmp_path, monkeypatch):
         monkeypatch.setenv("TF_CONFIG", json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}}))
         log_dir = tmp_path / f"worker{index}"
+        curves = TensorBoardCurves(log_dir, lr_every_steps=1, hparams={"a": 1})
         lr_probe_model(keras.optimizers.SGD(0.1)).fit(
-            x, x, batch_size=2, epochs=1, verbose=0,
-            callbacks=[TensorBoardCurves(log_dir, lr_every_steps=1, hparams={"a": 1})])
+            x, x, batch_size=2, epochs=1, verbose=0, callbacks=[curves])
         assert log_dir.exists() is writes
+        assert curves.run_dir == (str(log_dir) if writes else None)
 
 
 def test_unwritable_log_dir_fails_before_the_first_step(tmp_path):
@@ -366,6 +532,7 @@ def test_accepted_arguments():
     curves = TensorBoardCurves("x", update_freq="batch", lr_every_steps=10,
                                hparams={"lr": np.float32(0.5), "opt": "sgd"})
     assert curves.update_freq == 1 and curves.lr_every_steps == 10
+    assert curves.run_dir is None  # Chosen at train begin.
     assert curves.hparams == {"lr": 0.5, "opt": "sgd"}
     assert type(curves.hparams["lr"]) is float
 

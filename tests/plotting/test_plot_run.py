@@ -1,5 +1,6 @@
 """plot_run and its event reader on the logs of a real run."""
 
+import contextlib
 import struct
 import sys
 
@@ -140,3 +141,89 @@ def test_missing_matplotlib_says_how_to_install_it(run, tmp_path, monkeypatch):
 def test_folder_without_event_files(tmp_path):
     with pytest.raises(ValueError, match="log_dir"):
         plot_run(tmp_path, tmp_path / "curves.png")
+
+
+# --- A reused log dir --------------------------------------------------------
+
+
+def _keras_fit(log_dir, epochs, initial_epoch=0, board=None, model=None):
+    """A real fit with Keras's own TensorBoard callback, which writes any folder."""
+    if model is None:
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.1),
+                      loss=lambda y_true, y_pred: ops.mean(y_pred ** 2))
+    board = board or keras.callbacks.TensorBoard(log_dir, write_graph=False)
+    x = np.ones((8, 1), "float32")
+    model.fit(x, x, epochs=epochs, initial_epoch=initial_epoch, verbose=0,
+              validation_data=(x, x), callbacks=[board])
+    return model, board
+
+
+@pytest.mark.parametrize("first, second, rewind", [
+    ((3, 0), (2, 0), (2, 0)),  # Both from epoch 0: the zig-zag of the issue.
+    ((4, 2), (2, 0), (3, 0)),  # Later epochs first, then a run from 0.
+])
+def test_a_reused_log_dir_is_refused(tmp_path, first, second, rewind):
+    log_dir = tmp_path / "logs"
+    _keras_fit(log_dir, *first)
+    _keras_fit(log_dir, *second)
+    data = read_run(log_dir)
+    assert data.rewinds["train"]["epoch_loss"] == rewind
+    assert data.rewinds["validation"]["epoch_loss"] == rewind
+    with pytest.raises(ValueError) as error:
+        plot_run(log_dir, tmp_path / "merged.png")
+    message = str(error.value)
+    assert repr(str(log_dir)) in message and "more than one run" in message
+    assert "'epoch_loss'" in message and f"from step {rewind[0]} to step {rewind[1]}" in message
+    train_files = sorted(f for f in (log_dir / "train").iterdir() if "tfevents" in f.name)
+    assert len(train_files) == 2
+    for f in train_files:
+        assert f"train/{f.name}" in message
+    assert "Pass the folder of one run" in message
+    assert not (tmp_path / "merged.png").exists()
+
+    # Moving one run's files out, as the message says, gives two plottable runs.
+    other = tmp_path / "logs-2"
+    for run in ("train", "validation"):
+        (other / run).mkdir(parents=True)
+        newest = max((log_dir / run).iterdir(), key=lambda f: f.name)
+        newest.rename(other / run / newest.name)
+    for folder in (log_dir, other):
+        assert read_run(folder).rewinds == {}
+        assert png_size(plot_run(folder, tmp_path / f"{folder.name}.png"))[1] > 300
+
+
+def test_a_resumed_run_in_one_folder_is_one_run(tmp_path):
+    """Two fits of one training (the second continues the epochs) write two
+    event files in train/, and that is still one run."""
+    model, board = _keras_fit(tmp_path / "logs", 2)
+    _keras_fit(tmp_path / "logs", 4, initial_epoch=2, board=board, model=model)
+    data = read_run(tmp_path / "logs")
+    assert data.rewinds == {}
+    assert [s for s, _ in data.scalars["train"]["epoch_loss"]] == [0, 1, 2, 3]
+    assert png_size(plot_run(tmp_path / "logs", tmp_path / "resumed.png"))[1] > 300
+
+
+def test_a_reused_tensorboard_curves_log_dir_plots_each_run(tmp_path):
+    """TensorBoardCurves twice into one log_dir: two folders, each plotted as its run."""
+    log_dir = tmp_path / "run"
+    x = np.ones((8, 1), "float32")
+    lrs, losses = (0.1, 0.01), []
+    for i, lr in enumerate(lrs):
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(lr),
+                      loss=lambda y_true, y_pred: ops.mean(y_pred ** 2))
+        curves = TensorBoardCurves(log_dir, lr_every_steps=1)
+        with pytest.warns(UserWarning, match="run-2") if i else contextlib.nullcontext():
+            history = model.fit(x, x, epochs=2 + i, verbose=0, validation_data=(x, x),
+                                callbacks=[curves])
+        losses.append(history.history["loss"])
+    for folder, lr, loss in ((log_dir, lrs[0], losses[0]),
+                             (tmp_path / "run-2", lrs[1], losses[1])):
+        data = read_run(folder)
+        assert data.rewinds == {}
+        assert [v for _, v in data.scalars["train"]["epoch_loss"]] == pytest.approx(loss)
+        # One step an epoch, all at this run's rate.
+        assert [v for _, v in data.scalars["train"]["learning_rate"]] == pytest.approx(
+            [lr] * len(loss))
+        assert png_size(plot_run(folder, tmp_path / f"{folder.name}.png"))[1] > 300

@@ -149,3 +149,34 @@ def test_divergence_guard_takes_over_nan_handling():
         trainer.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[guard])
     assert guard.events  # The guard saw the non-finite loss and acted...
     assert not any("training loss is" in str(w.message) for w in records)  # ...alone.
+
+
+def test_divergence_guard_rollback_drops_the_gradients_gathered_so_far():
+    """With gradient_accumulation_steps=2 and 3 steps an epoch, epoch 0's last
+    batch (NaN) leaves a half-gathered NaN gradient. The guard's rollback must
+    drop it: applied in epoch 1 it would poison the weights again."""
+    x, y = arrays(n=36)
+    x[8:12] = np.nan  # the third batch of 4: epoch 0's last step
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    trainer = Trainer(model(), keras.optimizers.SGD(0.01), "mse", gradient_accumulation_steps=2)
+    guard = DivergenceGuard(spike_factor=1e9)  # non-finite values only
+    trainer.fit(data, epochs=3, steps_per_epoch=3, verbose=0, callbacks=[guard])
+    assert [(e["kind"], e["epoch"], e["reason"]) for e in guard.events] == [
+        ("rollback", 0, "non-finite")]
+    assert all(np.isfinite(w).all() for w in trainer.model.get_weights())
+    # Epochs 1 and 2 applied a gradient once a pair: 3 steps of their 6 micro-steps.
+    assert int(trainer.optimizer.iterations.numpy()) == 3
+
+
+@pytest.mark.parametrize("callback", [
+    lambda path: keras.callbacks.BackupAndRestore(path),
+    lambda path: __import__("kerastune_kit").callbacks.BackupAndRestore(path),
+], ids=["keras", "kit"])
+def test_backup_and_restore_callbacks_are_refused_with_the_fix(callback, tmp_path):
+    x, y = arrays()
+    trainer = Trainer(model(), keras.optimizers.SGD(0.01), "mse")
+    before = [w.copy() for w in trainer.model.get_weights()]
+    with pytest.raises(ValueError, match=r"BackupAndRestore.*backup_dir="):
+        trainer.fit(x, y, epochs=2, verbose=0, callbacks=[callback(str(tmp_path / "b"))])
+    assert all(np.array_equal(a, b) for a, b in zip(before, trainer.model.get_weights()))
+    assert int(trainer.optimizer.iterations.numpy()) == 0

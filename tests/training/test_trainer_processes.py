@@ -4,6 +4,7 @@ and a run killed with SIGKILL then resumed from its backup."""
 import importlib.util
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from kit_testing import assert_same_run, kill_chain
 
 from kerastune_kit import Trainer
 
@@ -85,11 +87,18 @@ def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
     for a, b in zip(chief["weights"], reference.model.get_weights()):
         np.testing.assert_allclose(np.array(a), b, atol=1e-5)
 
-    # Only the chief wrote its checkpoint and logs; the other left nothing.
-    chief_files = os.listdir(tmp_path / "worker0" / "backup")
+    # The README's layout (backup, best model and logs under one runs/ folder)
+    # trained to the end: only the chief wrote its checkpoint, best model and
+    # logs; the other left no file.
+    chief_files = os.listdir(tmp_path / "worker0" / "runs" / "ckpt")
     assert "checkpoint" in chief_files and "ckpt-3.index" in chief_files
-    assert os.listdir(tmp_path / "worker0" / "logs" / "train")
-    assert os.listdir(tmp_path / "worker1") == []
+    assert chief["best_epoch"] == other["best_epoch"] == 2
+    best = keras.saving.load_model(tmp_path / "worker0" / "runs" / "best.keras")
+    for a, b in zip(chief["weights"], best.get_weights()):
+        np.testing.assert_array_equal(np.array(a), b)
+    assert os.listdir(tmp_path / "worker0" / "runs" / "logs" / "train")
+    left = [os.path.join(d, n) for d, _, names in os.walk(tmp_path / "worker1") for n in names]
+    assert left == []
 
 
 def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
@@ -159,3 +168,30 @@ def test_backup_continues_with_more_epochs_and_never_repeats_a_stopped_run(tmp_p
     assert history.epoch == []  # The run had ended itself: nothing to redo.
     for a, b in zip(stopped.model.get_weights(), rerun.model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.kill_chain
+def test_trainer_kills_at_steps_and_inside_checkpoint_writes_resume_exactly(tmp_path):
+    """Trainer(backup_dir) + EarlyStopping(restore_from="memory") + CurveBasedLR on
+    a float rate: a chain of runs, each killed at a global step or at its K-th
+    file operation (after a checkpoint's data and its state file's temp copy
+    are written, before the state file's rename, before an old checkpoint's
+    removal), ends with the uninterrupted run's weights, decisions, in-memory
+    best (it lives only in the backup) and LR history."""
+    # 8 processes die at their K-th file operation (K = 1..8: every kind of
+    # operation of a save and a prune), 8 a few steps (seeded, 1 to 3) into
+    # their run, 5 at a step of the run's 42.
+    rng = random.Random(1)
+    plan = []
+    for op in range(1, 9):
+        plan.append(["--kill-at-op", str(op)])
+        plan.append(["--kill-after-steps", str(rng.randint(1, 3))])
+    plan += [["--kill-at-step", str(step)] for step in (32, 34, 37, 40, 41)]
+    reference, resumed, kills = kill_chain("trainer", str(tmp_path), plan, timeout=TIMEOUT)
+    assert reference["cuts"] >= 2 and reference["stop_reason"] == "patience"
+    assert_same_run(reference, resumed)
+    assert kills == len(plan) == 21, kills  # every process of the plan died
+    # What the killed writers left was removed; the two newest are kept.
+    left = sorted(os.listdir(tmp_path / "chain" / "backup"))
+    assert [n for n in left if n.endswith(".index")] == ["ckpt-13.index", "ckpt-14.index"]
+    assert all(n == "checkpoint" or n.startswith(("ckpt-13.", "ckpt-14.")) for n in left), left

@@ -2,9 +2,11 @@
 
 Usage: multiworker_fit.py OUT_JSON
 
-Run in the worker's own working directory: the backup ("backup") and the
-TensorBoard logs ("logs") are relative paths, so the test can tell which
-worker wrote what. Writes the strategy, the history and the final weights.
+Run in the worker's own working directory, with the README's layout: the
+backup ("runs/ckpt"), the best model ("runs/best.keras", written at every
+epoch: the loss falls) and the TensorBoard logs ("runs/logs") are relative
+paths, so the test can tell which worker wrote what. Writes the strategy,
+the history and the final weights.
 """
 
 import json
@@ -21,7 +23,7 @@ strategy = resolve_strategy("auto")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kerastune_kit.callbacks import TensorBoardCurves  # noqa: E402
+from kerastune_kit.callbacks import EarlyStopping, TensorBoardCurves  # noqa: E402
 
 
 def data():
@@ -41,12 +43,13 @@ def main():
     trainer = Trainer(make_model, lambda: keras.optimizers.SGD(0.05), "mse", metrics=["mae"],
                       strategy=strategy, steps_per_execution=2, clipnorm=1.0)
     x, y = data()
-    history = trainer.fit(x, y, batch_size=16, epochs=3, verbose=0, backup_dir="backup",
-                          callbacks=[TensorBoardCurves("logs")])
+    early = EarlyStopping(monitor="loss", patience=5, best_model_path="runs/best.keras")
+    history = trainer.fit(x, y, batch_size=16, epochs=3, verbose=0, backup_dir="runs/ckpt",
+                          callbacks=[early, TensorBoardCurves("runs/logs")])
     with open(sys.argv[1], "w") as f:
         json.dump({"strategy": type(strategy).__name__,
                    "replicas": strategy.num_replicas_in_sync,
-                   "history": history.history,
+                   "history": history.history, "best_epoch": early.best_epoch,
                    "weights": [w.tolist() for w in trainer.model.get_weights()]}, f)
 
 
