@@ -20,7 +20,8 @@ def data(classes):
 def fit(classes, callbacks, epochs=3):
     keras.utils.set_random_seed(0)
     activation = "sigmoid" if classes == 1 else "softmax"
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(classes, activation=activation)])
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(classes, activation=activation)])
     model.compile(keras.optimizers.SGD(0.1),
                   "binary_crossentropy" if classes == 1 else "categorical_crossentropy",
                   metrics=[keras.metrics.F1Score(threshold=0.5 if classes == 1 else None)])
