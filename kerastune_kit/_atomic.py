@@ -198,16 +198,20 @@ def stale_temps(path: str) -> list[str]:
     return sorted(found)
 
 
+def remove_path(path: str) -> bool:
+    """Removes a file or a folder tree; False when a file could not be removed."""
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def remove_stale_temps(path: str) -> list[str]:
     """Removes what :func:`stale_temps` finds; returns the removed paths."""
-    removed = []
-    for temp in stale_temps(path):
-        if os.path.isdir(temp):
-            shutil.rmtree(temp, ignore_errors=True)
-        else:
-            try:
-                os.remove(temp)
-            except OSError:
-                continue
-        removed.append(temp)
-    return removed
+    return [temp for temp in stale_temps(path) if remove_path(temp)]

@@ -79,6 +79,26 @@ def check_positive(name: str, value: Any) -> float:
     return check_number(name, value, low=0.0, low_open=True)
 
 
+def check_callbacks(callbacks) -> list:
+    """``callbacks`` as a list of ``keras.callbacks.Callback`` (None: ``[]``; one
+    callback: a list of it); anything else is a ``ValueError`` naming it."""
+    import keras
+
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, keras.callbacks.Callback):
+        callbacks = [callbacks]
+    if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Iterable):
+        raise ValueError(f"`callbacks` must be a list of keras.callbacks.Callback objects, "
+                         f"got {show(callbacks)}.")
+    callbacks = list(callbacks)
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise ValueError(
+                f"`callbacks` must be keras.callbacks.Callback objects; got {callback!r}.")
+    return callbacks
+
+
 def check_verbose(value: Any) -> int:
     """Checks a callback's ``verbose``: an integer >= 0, or a bool (``True`` is 1), as in Keras."""
     if isinstance(value, bool):

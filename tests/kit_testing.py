@@ -43,6 +43,19 @@ class ScriptedLogs(keras.callbacks.Callback):
         logs[self.key] = self.values[epoch]
 
 
+class CrashAfter(keras.callbacks.Callback):
+    """Raises ``RuntimeError("crash")`` at the end of epoch ``epoch``: a crash
+    inside ``model.fit``, which then calls no other hook."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("crash")
+
+
 class FakeClock:
     """A clock for injection: time moves only when a test moves it."""
 

@@ -14,6 +14,7 @@ from kerastune_kit import _keras_private as private
 from kerastune_kit import _optimizer
 from kerastune_kit._validation import (
     check_callable,
+    check_callbacks,
     check_choice,
     check_int,
     check_number,
@@ -158,7 +159,7 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
                                high_open=True))
     batch_size = check_int("batch_size", batch_size, minimum=1)
     verbose = check_choice("verbose", verbose, ("auto", 0, 1, 2))
-    extra = _check_callbacks(callbacks)
+    extra = check_callbacks(callbacks)
     x, y, validation_data = _validation(x, y, validation_data, split)
     monitor = _monitor(model, trainer)
 
@@ -489,19 +490,6 @@ def _check_model(model, trainer):
             "`model` must be compiled: call model.compile(optimizer=..., loss=..., "
             "metrics=[...]) first; fit_budgeted uses the optimizer's rate as its prior.")
     return model
-
-
-def _check_callbacks(callbacks) -> list:
-    if callbacks is None:
-        return []
-    if isinstance(callbacks, keras.callbacks.Callback):
-        callbacks = [callbacks]
-    callbacks = list(callbacks)
-    for callback in callbacks:
-        if not isinstance(callback, keras.callbacks.Callback):
-            raise ValueError(
-                f"`callbacks` must be keras.callbacks.Callback objects, got {callback!r}.")
-    return callbacks
 
 
 def _validation(x, y, validation_data, split):

@@ -36,12 +36,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import warnings
 
 import keras
 import tensorflow as tf
 
+from kerastune_kit._atomic import remove_path
 from kerastune_kit._distribute import remove_worker_copy, worker_path
 from kerastune_kit._optimizer import controlled_schedule, rate_object
 from kerastune_kit._ownership import Ownership
@@ -175,7 +175,7 @@ class Backup:
                 numbered = _NUMBERED.match(name)
                 if _TEMPORARY.match(name) or (
                         numbered and f"ckpt-{numbered.group(1)}" not in keep):
-                    _remove(os.path.join(self.directory, name))
+                    remove_path(os.path.join(self.directory, name))
             state = os.path.join(self.directory, "checkpoint")
             if kept:
                 oldest_first = kept[::-1]
@@ -223,16 +223,6 @@ class Backup:
         self._manager.save(checkpoint_number=epoch)
         if not self._is_chief:
             remove_worker_copy(self._write_dir)
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
 
 
 def _tf_variable(variable):

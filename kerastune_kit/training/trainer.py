@@ -15,7 +15,7 @@ from kerastune_kit import _optimizer
 from kerastune_kit._distribute import is_chief
 from kerastune_kit._optimizer import base_optimizer
 from kerastune_kit._snapshot import on_restore
-from kerastune_kit._validation import check_choice, check_int, show
+from kerastune_kit._validation import check_callbacks, check_choice, check_int, show
 from kerastune_kit.training import _data
 from kerastune_kit.training._backup import Backup
 from kerastune_kit.training._loop import Accumulation, LoopBuilder, LossTracker
@@ -259,7 +259,7 @@ class Trainer:
         if steps_per_epoch is not None:
             steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1)
         verbose = check_choice("verbose", verbose, ("auto", 0, 1, 2))
-        callbacks = _check_callbacks(callbacks)
+        callbacks = check_callbacks(callbacks)
         _refuse_backup_callbacks(callbacks)
         dataset = _data.as_dataset(x, y, batch_size)
         val_dataset = None
@@ -627,20 +627,6 @@ def _validation_dataset(validation_data, batch_size):
         "`validation_data` must be a tf.data.Dataset or a tuple (x_val, y_val); got "
         f"{type(validation_data).__name__}."
     )
-
-
-def _check_callbacks(callbacks) -> list:
-    if callbacks is None:
-        return []
-    if isinstance(callbacks, keras.callbacks.Callback):
-        callbacks = [callbacks]
-    callbacks = list(callbacks)
-    for callback in callbacks:
-        if not isinstance(callback, keras.callbacks.Callback):
-            raise ValueError(
-                f"`callbacks` must be keras.callbacks.Callback objects; got {callback!r}."
-            )
-    return callbacks
 
 
 def _refuse_backup_callbacks(callbacks) -> None:

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from kit_testing import ScriptedLogs, assert_same_run, kill_chain
+from kit_testing import CrashAfter, ScriptedLogs, assert_same_run, kill_chain
 
 from kerastune_kit import schedules as S
 from kerastune_kit.callbacks import BackupAndRestore, EarlyStopping, KitCallback, TimeBasedLR
@@ -49,16 +49,6 @@ def fit_probe(model, callbacks, epochs):
 
 # Scripted values of the monitored quantity.
 Script = functools.partial(ScriptedLogs, key="val_score")
-
-
-class CrashAfter(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("crash")
 
 
 CURVE = [5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 2.95, 3.3, 3.4, 3.5, 3.6, 3.7]

@@ -9,10 +9,9 @@ import subprocess
 import sys
 import textwrap
 
-import keras
 import numpy as np
 import pytest
-from kit_testing import lr_probe_model
+from kit_testing import CrashAfter, lr_probe_model
 
 from kerastune_kit import _atomic
 from kerastune_kit.callbacks import BackupAndRestore, CurveBasedLR, EarlyStopping
@@ -25,16 +24,6 @@ def probe_model(units=1):
 
 def steps_in(model):
     return round(-float(model.layers[0].kernel.numpy()[0, 0]))
-
-
-class CrashAfter(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("crash")
 
 
 def fit(model, callbacks, epochs):

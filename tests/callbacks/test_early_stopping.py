@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from kit_testing import ScriptedLogs, numpy_initialized
+from kit_testing import CrashAfter, ScriptedLogs, numpy_initialized
 
 from kerastune_kit.callbacks import EarlyStopping, MissingMonitorError
 
@@ -62,16 +62,6 @@ class StopAt(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch == self.epoch:
             self.model.stop_training = True
-
-
-class CrashAfter(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("crash")
 
 
 class Snapshots(keras.callbacks.Callback):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from kit_testing import (
     AdvanceClock,
+    CrashAfter,
     FakeClock,
     lr_probe_model,
     multi_step_executions,
@@ -367,16 +368,6 @@ def test_a_second_fit_of_the_same_callback(tmp_path):
     assert [f for f in os.listdir(curves.run_dir) if "tfevents" in f]  # its hparams
 
 
-class CrashAtEpochEnd(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("crash")
-
-
 def test_a_run_resumed_from_a_backup_continues_its_folder(tmp_path):
     """A crash after epoch 2's curves were written (the backup holds epochs
     0-1), then a fresh process's callbacks: BackupAndRestore gives the new
@@ -400,7 +391,7 @@ def test_a_run_resumed_from_a_backup_continues_its_folder(tmp_path):
         return curves, history
 
     with pytest.warns(UserWarning, match="already holds"), pytest.raises(RuntimeError):
-        fit(CrashAtEpochEnd(2))
+        fit(CrashAfter(2))
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         curves, history = fit()
