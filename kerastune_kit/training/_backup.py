@@ -49,10 +49,15 @@ from kerastune_kit.callbacks import _state_codec
 from kerastune_kit.callbacks._base import KitCallback
 
 _INDEX = re.compile(r"ckpt-(\d+)\.index$")
+_STATE_KEY = "callback_state/.ATTRIBUTES/VARIABLE_VALUE"  # the JSON record in a checkpoint
 _NUMBERED = re.compile(r"ckpt-(\d+)(\.index|\.data-\d+-of-\d+)$")
 # What a killed writer leaves: TensorFlow's temporary copy of the
 # ``checkpoint`` state file and its sharded save's temporary folder/files.
 _TEMPORARY = re.compile(r"(checkpoint\.tmp[0-9a-f]+|ckpt-\d+_temp.*)$")
+
+
+class _ForeignBackupError(ValueError):
+    """A checkpoint of another run (not a damaged one: no fallback)."""
 
 
 class Backup:
@@ -130,14 +135,19 @@ class Backup:
         paths = self._paths()
         for index, path in enumerate(paths):
             try:
+                # The record first, alone: a checkpoint of another run is
+                # refused as such, before its variables meet these.
+                saved = tf.train.load_checkpoint(path).get_tensor(_STATE_KEY)
+                self._check_owner(path, json.loads(saved.decode("utf-8")), callbacks)
                 self._checkpoint.restore(path).assert_existing_objects_matched()
                 record = json.loads(self.state.numpy().decode("utf-8"))
                 arrays = _state_codec.arrays_from_bytes(self.arrays.numpy())
-            except (tf.errors.OpError, ValueError, KeyError, AssertionError,
-                    UnicodeDecodeError) as error:
+            except _ForeignBackupError:
+                raise
+            except (tf.errors.OpError, ValueError, KeyError, IndexError, AssertionError,
+                    UnicodeDecodeError) as error:  # IndexError: TF's "read less bytes"
                 problems.append(f"{path}: {type(error).__name__}: {str(error)[:200]}")
                 continue
-            self._check_owner(path, record, callbacks)
             record = _upgraded(record, callbacks)
             self._record = record
             rate = rate_object(self._optimizer)
@@ -204,7 +214,7 @@ class Backup:
         different = _state_codec.differences(
             saved, _state_codec.fingerprint(self._model, _kit(callbacks)))
         if different:
-            raise ValueError(
+            raise _ForeignBackupError(
                 f"Trainer: the backup {path!r} in `backup_dir` belongs to another run: "
                 + "; ".join(different) + ". Use another backup_dir or delete this one.")
 

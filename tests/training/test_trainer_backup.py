@@ -1,0 +1,110 @@
+"""The Trainer's backup_dir defends itself: damaged checkpoints fall back to the
+previous one, a damaged state file is not trusted, none intact is a clear error,
+another run's checkpoint is refused."""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from kerastune_kit import Trainer
+
+
+def trainer(units=1):
+    keras.utils.set_random_seed(0)
+    return Trainer(keras.Sequential([keras.Input((2,)), keras.layers.Dense(units)]),
+                   keras.optimizers.SGD(0.01), "mse")
+
+
+def fit(t, backup_dir, epochs, crash_after=None):
+    x = np.ones((8, 2), "float32")
+    callbacks = []
+    if crash_after is not None:
+        from kit_testing import CrashAfter
+
+        callbacks.append(CrashAfter(crash_after))
+    return t.fit(x, x[:, :1] if t.model.output_shape[-1] == 1 else x, batch_size=4,
+                 epochs=epochs, verbose=0, backup_dir=backup_dir, callbacks=callbacks)
+
+
+def crashed_run(backup_dir):
+    """Epochs 0-2 done and saved (ckpt-2 and ckpt-3 kept), then a crash at the
+    end of epoch 3, before its save."""
+    with pytest.raises(RuntimeError, match="crash"):
+        fit(trainer(), backup_dir, epochs=5, crash_after=3)
+    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(backup_dir, "*.index")))
+
+
+def garble(path):
+    with open(path, "r+b") as f:
+        size = os.path.getsize(path)
+        f.seek(max(size // 2 - 8, 0))
+        f.write(b"\xff" * 16)
+
+
+def truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(max(os.path.getsize(path) // 2, 1))
+
+
+DAMAGES = {
+    "data garbled": ("ckpt-3.data-00000-of-00001", garble),
+    "data truncated": ("ckpt-3.data-00000-of-00001", truncate),
+    "data deleted": ("ckpt-3.data-00000-of-00001", os.remove),
+    "index truncated": ("ckpt-3.index", truncate),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
+    backup_dir = str(tmp_path / "ckpt")
+    assert crashed_run(backup_dir) == ["ckpt-2.index", "ckpt-3.index"]
+    name, hurt = DAMAGES[damage]
+    hurt(os.path.join(backup_dir, name))
+    with pytest.warns(UserWarning, match=r"(?s)newest backup is damaged.*ckpt-3.*"
+                                         r"resumed from the older .*ckpt-2"):
+        history = fit(trainer(), backup_dir, epochs=5)
+    assert history.epoch == [2, 3, 4]
+    # The damaged checkpoint was replaced by the resumed run's own.
+    reference = trainer()
+    fit(reference, str(tmp_path / "reference"), epochs=5)
+    resumed = trainer()
+    fit(resumed, backup_dir, epochs=5)  # the finished run: nothing left to train
+    for a, b in zip(reference.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_a_damaged_state_file_is_not_trusted_and_is_repaired(tmp_path):
+    backup_dir = str(tmp_path / "ckpt")
+    crashed_run(backup_dir)
+    with open(os.path.join(backup_dir, "checkpoint"), "w") as f:
+        f.write("garbage {{{")
+    history = fit(trainer(), backup_dir, epochs=5)
+    assert history.epoch == [3, 4]  # from the newest checkpoint, found by its index file
+    with open(os.path.join(backup_dir, "checkpoint")) as f:
+        assert 'model_checkpoint_path: "' in f.read()
+
+
+def test_no_intact_checkpoint_is_a_clear_error(tmp_path):
+    backup_dir = str(tmp_path / "ckpt")
+    crashed_run(backup_dir)
+    for name in ("ckpt-2.index", "ckpt-3.index"):
+        truncate(os.path.join(backup_dir, name))
+    t = trainer()
+    before = [w.copy() for w in t.model.get_weights()]
+    with pytest.raises(ValueError, match=r"(?s)no intact backup in `backup_dir`.*ckpt-3.*"
+                                         r"ckpt-2.*Delete the folder"):
+        fit(t, backup_dir, epochs=5)
+    assert all(np.array_equal(a, b) for a, b in zip(before, t.model.get_weights()))
+
+
+def test_another_runs_checkpoint_is_refused(tmp_path):
+    backup_dir = str(tmp_path / "ckpt")
+    crashed_run(backup_dir)
+    with pytest.raises(ValueError, match=r"belongs to another run"):
+        fit(trainer(units=2), backup_dir, epochs=5)
+    # Nothing of it was touched.
+    assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(backup_dir, "*.index"))) \
+        == ["ckpt-2.index", "ckpt-3.index"]
