@@ -89,7 +89,7 @@ def get(identifier: Any) -> keras.optimizers.schedules.LearningRateSchedule:
             raise ValueError(
                 f"The 'config' of schedule config {show(identifier)} must be a dict of "
                 f"arguments, got {show(config)}.")
-        _check_keras_arguments(registry[name], [], config, identifier)
+        _, config = _check_keras_arguments(registry[name], [], config, identifier)
         try:
             return registry[name].from_config(config)
         except (TypeError, KeyError) as err:
@@ -98,7 +98,7 @@ def get(identifier: Any) -> keras.optimizers.schedules.LearningRateSchedule:
         name, args, kwargs = parse_call(identifier, what="schedule")
         if name not in registry:
             raise ValueError(_unknown(name, registry))
-        _check_keras_arguments(registry[name], args, kwargs, identifier)
+        args, kwargs = _check_keras_arguments(registry[name], args, kwargs, identifier)
         try:
             return registry[name](*args, **kwargs)
         except TypeError as err:
@@ -143,10 +143,17 @@ _KERAS_CHECKS = {
 }
 
 
-def _check_keras_arguments(cls, args, kwargs, source) -> None:
-    """Checks the arguments of Keras's own schedules (the kit's check their own)."""
+# Float-valued arguments of Keras's schedules: an int there (``cosine_decay(1, 100)``)
+# is made a float, as older Keras releases multiply it with float tensors.
+_KERAS_FLOATS = {"initial_learning_rate", "end_learning_rate", "warmup_target", "alpha",
+                 "decay_rate", "power", "t_mul", "m_mul"}
+
+
+def _check_keras_arguments(cls, args, kwargs, source) -> tuple[list, dict]:
+    """Checks the arguments of Keras's own schedules (the kit's check their own);
+    returns them by name, float-valued ones as floats."""
     if not cls.__module__.startswith("keras."):
-        return
+        return list(args), dict(kwargs)
     try:
         bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
     except TypeError as err:
@@ -158,6 +165,19 @@ def _check_keras_arguments(cls, args, kwargs, source) -> None:
                 check(name, value)
             except ValueError as err:
                 raise ValueError(f"Bad value in schedule spec {show(source)}: {err}") from None
+        if name in _KERAS_FLOATS and isinstance(value, numbers.Integral) and not isinstance(
+                value, bool):
+            bound.arguments[name] = float(value)
+    named = {}
+    for name, value in list(bound.arguments.items())[1:]:
+        kind = bound.signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            return list(args), dict(kwargs)  # no Keras schedule has one; keep as given
+        else:
+            named[name] = value
+    return [], named
 
 
 def _unknown(name, registry) -> str:
