@@ -30,6 +30,41 @@ def weight(model):
     return float(model.layers[0].kernel.numpy()[0, 0])
 
 
+def steps_in(model):
+    """Steps an SGD(1) probe model (``lr_probe_model(lr=1.0)``) has taken."""
+    return round(-weight(model))
+
+
+def fit_probe(model, callbacks, epochs):
+    """One step an epoch of a probe model: input 1, batch 4, no shuffling."""
+    import numpy as np
+
+    x = np.ones((4, 1), "float32")
+    return model.fit(x, x, batch_size=4, epochs=epochs, verbose=0, shuffle=False,
+                     callbacks=callbacks)
+
+
+def overfit_data():
+    """A real over-fitting problem: 24 noisy samples of a linear function of 8
+    features, and 24 more for validation (``x, y, x_val, y_val``)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 1))
+    x, xv = rng.normal(size=(24, 8)), rng.normal(size=(24, 8))
+    y = x @ w + rng.normal(size=(24, 1))
+    yv = xv @ w + rng.normal(size=(24, 1))
+    return [a.astype("float32") for a in (x, y, xv, yv)]
+
+
+def overfit_model():
+    """A 64-unit layer for :func:`overfit_data`, initialised from NumPy (the
+    same weights on every backend), not compiled."""
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(1)])
+    return numpy_initialized(model)
+
+
 class ScriptedLogs(keras.callbacks.Callback):
     """Writes a scripted value into the epoch logs; placed before the callbacks
     under test, which see the same logs dict."""

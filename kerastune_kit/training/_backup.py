@@ -138,9 +138,9 @@ class Backup:
                 # The record first, alone: a checkpoint of another run is
                 # refused as such, before its variables meet these.
                 saved = tf.train.load_checkpoint(path).get_tensor(_STATE_KEY)
-                self._check_owner(path, json.loads(saved.decode("utf-8")), callbacks)
+                record = json.loads(saved.decode("utf-8"))
+                self._check_owner(path, record, callbacks)
                 self._checkpoint.restore(path).assert_existing_objects_matched()
-                record = json.loads(self.state.numpy().decode("utf-8"))
                 arrays = _state_codec.arrays_from_bytes(self.arrays.numpy())
             except _ForeignBackupError:
                 raise

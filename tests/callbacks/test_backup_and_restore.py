@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from kit_testing import CrashAfter, ScriptedLogs, assert_same_run, kill_chain
+from kit_testing import CrashAfter, ScriptedLogs, assert_same_run, fit_probe, kill_chain, steps_in
 
 from kerastune_kit import schedules as S
 from kerastune_kit.callbacks import BackupAndRestore, EarlyStopping, KitCallback, TimeBasedLR
@@ -35,16 +35,6 @@ def probe_model(start=0.0):
     ])
     model.compile(optimizer=keras.optimizers.SGD(1.0), loss=mean_output)
     return model
-
-
-def steps_in(model):
-    return round(-float(model.layers[0].kernel.numpy()[0, 0]))
-
-
-def fit_probe(model, callbacks, epochs):
-    x = np.ones((4, 1), "float32")
-    return model.fit(x, x, batch_size=4, epochs=epochs, verbose=0, shuffle=False,
-                     callbacks=callbacks)
 
 
 # Scripted values of the monitored quantity.

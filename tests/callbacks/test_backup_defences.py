@@ -11,7 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from kit_testing import CrashAfter, lr_probe_model
+from kit_testing import CrashAfter, fit_probe, lr_probe_model, steps_in
 
 from kerastune_kit import _atomic
 from kerastune_kit.callbacks import BackupAndRestore, CurveBasedLR, EarlyStopping
@@ -22,20 +22,10 @@ def probe_model(units=1):
     return lr_probe_model(lr=1.0, units=units)
 
 
-def steps_in(model):
-    return round(-float(model.layers[0].kernel.numpy()[0, 0]))
-
-
-def fit(model, callbacks, epochs):
-    x = np.ones((4, 1), "float32")
-    return model.fit(x, x, batch_size=4, epochs=epochs, verbose=0, shuffle=False,
-                     callbacks=callbacks)
-
-
 def crashed_run(backup_dir, epoch=3, **kwargs):
     """A run that crashed in epoch ``epoch``: backups after epochs epoch-1 and epoch."""
     with pytest.raises(RuntimeError, match="crash"):
-        fit(probe_model(), [BackupAndRestore(backup_dir, **kwargs), CrashAfter(epoch)],
+        fit_probe(probe_model(), [BackupAndRestore(backup_dir, **kwargs), CrashAfter(epoch)],
             epochs=10)
     return sorted(n for n in os.listdir(backup_dir) if n.startswith("backup-"))
 
@@ -78,7 +68,7 @@ def test_a_damaged_newest_backup_falls_back_to_the_previous_one(tmp_path, damage
     model = probe_model()
     with pytest.warns(UserWarning, match=f"(?s)newest backup is damaged.*{message}"
                                          ".*resumed from the older .*backup-000002"):
-        history = fit(model, [BackupAndRestore(backup_dir)], epochs=5)
+        history = fit_probe(model, [BackupAndRestore(backup_dir)], epochs=5)
     assert history.epoch == [2, 3, 4] and steps_in(model) == 5
 
 
@@ -89,7 +79,7 @@ def test_no_intact_backup_is_a_clear_error_and_nothing_is_loaded(tmp_path):
     model = probe_model()
     with pytest.raises(ValueError, match=r"(?s)no intact backup in .*backup-000003: "
                                          r"model.weights.h5 is not the file.*backup-000002"):
-        fit(model, [BackupAndRestore(backup_dir)], epochs=5)
+        fit_probe(model, [BackupAndRestore(backup_dir)], epochs=5)
     assert steps_in(model) == 0
 
 
@@ -102,7 +92,7 @@ def test_a_dangling_old_pointer_is_ignored_with_a_warning(tmp_path):
                                                             "epochs_done": 4}))
     model = probe_model()
     with pytest.warns(UserWarning, match="points to no backup"):
-        history = fit(model, [BackupAndRestore(str(backup_dir))], epochs=2)
+        history = fit_probe(model, [BackupAndRestore(str(backup_dir))], epochs=2)
     assert history.epoch == [0, 1]
 
 
@@ -119,7 +109,7 @@ def test_a_first_format_backup_still_resumes(tmp_path):
     (backup_dir / "checkpoint.json").write_text(json.dumps({"folder": "backup-000003",
                                                             "epochs_done": 3}))
     model = probe_model()
-    assert fit(model, [BackupAndRestore(str(backup_dir))], epochs=5).epoch == [3, 4]
+    assert fit_probe(model, [BackupAndRestore(str(backup_dir))], epochs=5).epoch == [3, 4]
 
 
 # Backups of another run ---------------------------------------------------------------------
@@ -130,16 +120,16 @@ def test_a_backup_of_another_model_is_refused(tmp_path):
     crashed_run(backup_dir)
     with pytest.raises(ValueError, match=r"belongs to another run: the model's variables "
                                          r"differ.*allow_foreign=True"):
-        fit(probe_model(units=2), [BackupAndRestore(backup_dir)], epochs=5)
+        fit_probe(probe_model(units=2), [BackupAndRestore(backup_dir)], epochs=5)
 
 
 def test_a_backup_of_another_run_id_is_refused_unless_asked(tmp_path):
     backup_dir = str(tmp_path / "backup")
     crashed_run(backup_dir, run_id="first")
     with pytest.raises(ValueError, match=r"its run_id is 'first', this run's 'second'"):
-        fit(probe_model(), [BackupAndRestore(backup_dir, run_id="second")], epochs=5)
+        fit_probe(probe_model(), [BackupAndRestore(backup_dir, run_id="second")], epochs=5)
     model = probe_model()
-    history = fit(model, [BackupAndRestore(backup_dir, run_id="second", allow_foreign=True)],
+    history = fit_probe(model, [BackupAndRestore(backup_dir, run_id="second", allow_foreign=True)],
                   epochs=5)
     assert history.epoch == [3, 4] and steps_in(model) == 5
 
@@ -149,7 +139,7 @@ def test_other_kit_callbacks_are_refused_naming_both(tmp_path):
     crashed_run(backup_dir)
     with pytest.raises(ValueError, match=r"the kit callbacks were \[\], now "
                                          r"\[\"CurveBasedLR\(monitor='loss', rule='plateau'\)\"\]"):
-        fit(probe_model(), [CurveBasedLR(monitor="loss"), BackupAndRestore(backup_dir)],
+        fit_probe(probe_model(), [CurveBasedLR(monitor="loss"), BackupAndRestore(backup_dir)],
             epochs=5)
 
 
@@ -207,17 +197,17 @@ def test_two_live_runs_cannot_share_a_backup_folder_or_a_best_model_file(tmp_pat
         model = probe_model()
         with pytest.raises(ValueError, match=rf"`backup_dir` .* is in use by the run of pid "
                                              rf"{holder.pid} on .*Give this run its own"):
-            fit(model, [BackupAndRestore(backup_dir)], epochs=2)
+            fit_probe(model, [BackupAndRestore(backup_dir)], epochs=2)
         with pytest.raises(ValueError, match=rf"`best_model_path` .* in use by the run of pid "
                                              rf"{holder.pid}"):
-            fit(model, [EarlyStopping(monitor="loss", best_model_path=best)], epochs=2)
+            fit_probe(model, [EarlyStopping(monitor="loss", best_model_path=best)], epochs=2)
         assert steps_in(model) == 0
     finally:
         holder.kill()
         holder.wait(timeout=60)
     # Killed, the holder's locks are gone with it: the folder is free again.
     model = probe_model()
-    fit(model, [BackupAndRestore(backup_dir), EarlyStopping(monitor="loss",
+    fit_probe(model, [BackupAndRestore(backup_dir), EarlyStopping(monitor="loss",
                                                             best_model_path=best)], epochs=3)
     assert steps_in(model) == 3
 
@@ -226,7 +216,7 @@ def test_a_fit_that_failed_in_this_process_does_not_lock_out_the_next(tmp_path):
     backup_dir = str(tmp_path / "backup")
     crashed_run(backup_dir)  # its lock was never released: no on_train_end
     model = probe_model()
-    assert fit(model, [BackupAndRestore(backup_dir)], epochs=5).epoch == [3, 4]
+    assert fit_probe(model, [BackupAndRestore(backup_dir)], epochs=5).epoch == [3, 4]
 
 
 # Temporary files of a dead writer ------------------------------------------------------------

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from kit_testing import CrashAfter, ScriptedLogs, numpy_initialized
+from kit_testing import CrashAfter, ScriptedLogs, overfit_data, overfit_model
 
 from kerastune_kit.callbacks import EarlyStopping, MissingMonitorError
 
@@ -77,22 +77,8 @@ class Snapshots(keras.callbacks.Callback):
 # Validation loss falls to a minimum at epoch 5, then rises. The initial
 # weights come from NumPy, not from the backend's random generator, so the
 # curve is the same under TensorFlow, JAX and torch.
-def overfit_data():
-    rng = np.random.default_rng(0)
-    w = rng.normal(size=(8, 1))
-    x, xv = rng.normal(size=(24, 8)), rng.normal(size=(24, 8))
-    y = x @ w + rng.normal(size=(24, 1))
-    yv = xv @ w + rng.normal(size=(24, 1))
-    return [a.astype("float32") for a in (x, y, xv, yv)]
-
-
-def overfit_model():
-    model = keras.Sequential([
-        keras.Input((8,)),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(1),
-    ])
-    numpy_initialized(model)
+def compiled_overfit_model():
+    model = overfit_model()
     model.compile(keras.optimizers.Adam(0.01), "mse")
     return model
 
@@ -122,7 +108,7 @@ def assert_same_weights(a, b):
 def test_patience_stop_restores_the_best_epoch_and_writes_it(tmp_path, capsys):
     path = str(tmp_path / "runs" / "best.keras")  # The folder is created.
     stop = EarlyStopping(patience=3, best_model_path=path, verbose=1)
-    model = overfit_model()
+    model = compiled_overfit_model()
     history, snapshots = fit_overfit(model, [stop])
     losses = history.history["val_loss"]
     best = int(np.argmin(losses))
@@ -143,7 +129,7 @@ def test_patience_stop_restores_the_best_epoch_and_writes_it(tmp_path, capsys):
 def test_epochs_running_out_still_restores_from_disk(tmp_path):
     path = str(tmp_path / "best.weights.h5")
     stop = EarlyStopping(patience=5, best_model_path=path, restore_from="disk")
-    model = overfit_model()
+    model = compiled_overfit_model()
     history, snapshots = fit_overfit(model, [stop], epochs=9)
     losses = history.history["val_loss"]
     best = int(np.argmin(losses))
@@ -154,7 +140,7 @@ def test_epochs_running_out_still_restores_from_disk(tmp_path):
     assert val_loss(model) == pytest.approx(losses[best], rel=1e-5)
     assert "did not stop; trained to epoch 9; restored the weights of epoch" in stop.summary
     assert "from disk" in stop.summary
-    other = overfit_model()  # The file alone gives the best model back.
+    other = compiled_overfit_model()  # The file alone gives the best model back.
     other.optimizer.build(other.trainable_variables)  # The file holds its state too.
     other.load_weights(path)
     assert val_loss(other) == pytest.approx(losses[best], rel=1e-5)

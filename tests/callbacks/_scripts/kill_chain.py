@@ -36,10 +36,9 @@ import sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from kit_testing import numpy_initialized  # noqa: E402
+from kit_testing import overfit_data, overfit_model  # noqa: E402
 
 from kerastune_kit.callbacks import (  # noqa: E402
     BackupAndRestore,
@@ -48,21 +47,6 @@ from kerastune_kit.callbacks import (  # noqa: E402
 )
 
 EPOCHS = 40
-
-
-def data():
-    rng = np.random.default_rng(0)
-    w = rng.normal(size=(8, 1))
-    x, xv = rng.normal(size=(24, 8)), rng.normal(size=(24, 8))
-    y = x @ w + rng.normal(size=(24, 1))
-    yv = xv @ w + rng.normal(size=(24, 1))
-    return [a.astype("float32") for a in (x, y, xv, yv)]
-
-
-def make_model():
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(64, activation="relu"),
-                              keras.layers.Dense(1)])
-    return numpy_initialized(model)
 
 
 def die():
@@ -162,7 +146,7 @@ def main(argv):
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    x, y, xv, yv = data()
+    x, y, xv, yv = overfit_data()
     curve = CurveBasedLR(monitor="val_loss", patience=1, factor=0.5, min_delta=0.02)
     killers = []
     if "--kill-at-step" in options:
@@ -173,7 +157,7 @@ def main(argv):
         killers.append(KillAtOp(int(options["--kill-at-op"])))
     log = LogLR(os.path.join(work, "lr.jsonl"))
     if mode == "fit":
-        model = make_model()
+        model = overfit_model()
         model.compile(keras.optimizers.Adam(0.01), "mse")
         early = EarlyStopping(patience=8, best_model_path=os.path.join(work, "best.keras"))
         history = model.fit(x, y, validation_data=(xv, yv), epochs=EPOCHS, batch_size=8,
@@ -183,7 +167,7 @@ def main(argv):
     else:
         from kerastune_kit import Trainer
 
-        trainer = Trainer(make_model, lambda: keras.optimizers.Adam(0.01), "mse")
+        trainer = Trainer(overfit_model, lambda: keras.optimizers.Adam(0.01), "mse")
         model = trainer.model
         early = EarlyStopping(patience=8, restore_from="memory")
         history = trainer.fit(x, y, validation_data=(xv, yv), epochs=EPOCHS, batch_size=8,
