@@ -163,7 +163,83 @@ def initial_epoch(model) -> int | None:
     return getattr(model, "_initial_epoch", None)
 
 
+# The Trainer: Keras's own data handling and compiled loss state ---------------
+
+def data_adapter(x, y=None, sample_weight=None, *, batch_size=None, steps_per_epoch=None,
+                 shuffle=False, class_weight=None):
+    """Keras's data adapter for ``x``, the one ``model.fit`` builds.
+
+    ``keras.src.trainers.data_adapters.get_data_adapter`` (checked: {checked}):
+    it turns arrays (NumPy, tensors, dicts/lists of them), ``tf.data``
+    datasets, ``PyDataset``s and generators into batches exactly as
+    ``model.fit`` does (the same shuffling, ``class_weight`` as sample
+    weights, batching). Keras has no public route to it. Without it the
+    Trainer cannot promise model.fit's meaning of its arguments: a clear
+    error, not a guess.
+    """
+    try:
+        from keras.src.trainers.data_adapters import get_data_adapter
+    except ImportError:
+        raise RuntimeError(
+            "kerastune_kit's Trainer reads data through Keras's data adapters "
+            f"(keras.src.trainers.data_adapters.get_data_adapter, {CHECKED}); this Keras "
+            f"({keras.__version__}) has none.") from None
+    return get_data_adapter(x, y, sample_weight, batch_size=batch_size,
+                            steps_per_epoch=steps_per_epoch, shuffle=shuffle,
+                            class_weight=class_weight)
+
+
+def train_validation_split(arrays, validation_split: float):
+    """``model.fit``'s ``validation_split``: the last part of the arrays.
+
+    ``keras.src.trainers.data_adapters.array_slicing.train_validation_split``
+    (checked: {checked}); its ``ValueError`` for data that cannot be split
+    (datasets, too few samples) is passed on.
+    """
+    try:
+        from keras.src.trainers.data_adapters.array_slicing import train_validation_split
+    except ImportError:
+        raise RuntimeError(
+            "kerastune_kit's Trainer splits validation data as model.fit does "
+            f"(keras.src...array_slicing.train_validation_split, {CHECKED}); this Keras "
+            f"({keras.__version__}) has none.") from None
+    return train_validation_split(arrays, validation_split=validation_split)
+
+
+def loss_tracker(model):
+    """The ``Mean`` that ``model.fit`` reports as ``loss``: ``model._loss_tracker``.
+
+    Set by ``model.compile`` (checked: {checked}); ``model.metrics`` lists it
+    first and ``model.get_metrics_result()`` reads it, so a loop that
+    updates it reports ``loss`` exactly where ``model.fit`` does.
+    """
+    if not hasattr(model, "_loss_tracker"):
+        raise RuntimeError(
+            "kerastune_kit cannot find the loss tracker that model.compile makes "
+            f"(`_loss_tracker`, {CHECKED}) in this Keras ({keras.__version__}).")
+    return model._loss_tracker
+
+
+def build_compiled_state(model, data_spec) -> None:
+    """Builds what ``model.compile`` left unbuilt (the model, the compiled loss
+    and metrics, the optimizer) from the structure of one batch, without data.
+
+    ``model._symbolic_build(data_batch=...)`` (checked: {checked}), what
+    ``model.fit`` calls before its first step, so that every variable exists
+    before the step is traced (and inside the strategy's scope).
+    ``data_spec``: a structure of objects with ``shape`` and ``dtype``
+    (``tf.TensorSpec``s), ``(x, y)`` or ``(x, y, sample_weight)``.
+    """
+    build = getattr(model, "_symbolic_build", None)
+    if build is None:
+        raise RuntimeError(
+            "kerastune_kit cannot build the compiled loss and metrics before training "
+            f"(`model._symbolic_build`, {CHECKED}) in this Keras ({keras.__version__}).")
+    build(data_batch=data_spec)
+
+
 for _function in (rate_object, renew_variable_list, step_counter, wrap_variable_saving,
                   add_optimizer_variables, jax_state_sync, compiled_metric_names,
-                  set_initial_epoch):
+                  set_initial_epoch, data_adapter, train_validation_split, loss_tracker,
+                  build_compiled_state):
     _function.__doc__ = _function.__doc__.replace("{checked}", CHECKED)

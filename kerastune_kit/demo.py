@@ -220,7 +220,7 @@ def _scheduled_run(trainer, train, data, epochs, batch_size, peak_learning_rate,
     history = trainer.fit(train, epochs=epochs, validation_data=(data.x_val, data.y_val),
                           callbacks=[time_based, curve_based, early_stopping, curves],
                           verbose=verbose)
-    test = trainer.evaluate(data.x_test, data.y_test, batch_size=256)
+    test = trainer.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0)
     return {
         "recipe": "TimeBasedLR + CurveBasedLR + EarlyStopping",
         "best_epoch": early_stopping.best_epoch,
@@ -245,7 +245,7 @@ def _budgeted_run(trainer, train, data, budget_seconds, curves, run_dir,
                           verbose=verbose, trainer=trainer)
     replace_atomically(os.path.join(run_dir, "best.keras"),
                        lambda temp: trainer.model.save(temp))
-    test = trainer.evaluate(data.x_test, data.y_test, batch_size=256)
+    test = trainer.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0)
     return {
         "recipe": "fit_budgeted",
         "best_epoch": result.best_epoch,

@@ -1,8 +1,26 @@
 """Small real-Keras helpers shared by the test modules (not a test module)."""
 
+import functools
+
 import keras
 import pytest
 from keras import ops
+
+
+@functools.cache
+def two_replicas():
+    """MirroredStrategy over the two logical CPUs conftest.py makes (one object
+    per process).
+
+    Reduction to one device: collective ops' instance keys are per strategy
+    object, and other MirroredStrategy objects of a test process would reuse
+    them (a TensorFlow limitation, not the kit's). The two-worker tests run
+    real collectives.
+    """
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def mean_output(y_true, y_pred):

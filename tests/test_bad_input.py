@@ -307,7 +307,7 @@ TARGETS = {
     "Trainer": Target(training.Trainer,
                       lambda t: {"model": _model, "optimizer": _sgd, "loss": "mse"},
                       callables={"model", "optimizer", "loss"},
-                      allowed={"metrics": {"[]"}}),  # no metrics
+                      allowed={"metrics": {"[]"}, "weighted_metrics": {"[]"}}),  # no metrics
     "resolve_strategy": Target(training.resolve_strategy, named={"spec": "strategy"}),
     "find_lr": Target(tuning.find_lr,
                       lambda t: {"model": _compiled_model(), "x": np.zeros((8, 2), "float32"),

@@ -162,7 +162,7 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
     verbose = check_choice("verbose", verbose, ("auto", 0, 1, 2))
     extra = check_callbacks(callbacks)
     x, y, validation_data = _validation(x, y, validation_data, split)
-    monitor = _monitor(model, trainer)
+    monitor = _monitor(model)
 
     # 1. The final schedule, installed before anything is compiled, and
     # several steps per compiled call where the user left one.
@@ -416,9 +416,10 @@ def _evaluator(model, trainer, validation_data, batch_size):
     """
     if trainer is not None:
         if _is_dataset(validation_data):
-            return lambda: trainer.evaluate(validation_data)
-        parts = tuple(validation_data)
-        return lambda: trainer.evaluate(parts[0], parts[1], batch_size=batch_size)
+            return lambda: trainer.evaluate(validation_data, verbose=0)
+        parts = tuple(validation_data) + (None,) * (3 - len(tuple(validation_data)))
+        return lambda: trainer.evaluate(parts[0], parts[1], batch_size=batch_size,
+                                        sample_weight=parts[2], verbose=0)
     if _is_dataset(validation_data):
         return lambda: model.evaluate(validation_data, verbose=0, return_dict=True)
     parts = tuple(validation_data) + (None,) * (3 - len(tuple(validation_data)))
@@ -482,7 +483,6 @@ def _check_model(model, trainer):
             raise ValueError(
                 "`model` must be the trainer's model (trainer.model) when `trainer` is "
                 "given; the Trainer trains its own model.")
-        trainer.model.optimizer = trainer.optimizer
         return trainer.model
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a compiled keras.Model, got {type(model).__name__}.")
@@ -520,12 +520,8 @@ def _is_dataset(x) -> bool:
     return type(x).__name__ in ("DatasetV2", "_PrefetchDataset") or hasattr(x, "element_spec")
 
 
-def _monitor(model, trainer) -> str:
-    names = private.compiled_metric_names(model)
-    if trainer is not None:
-        names = [spec if isinstance(spec, str) else getattr(spec, "name", "")
-                 for spec in (trainer._metric_specs or [])]
-    for name in names:
+def _monitor(model) -> str:
+    for name in private.compiled_metric_names(model):  # the Trainer's model is compiled too
         if re.fullmatch(r"(\w+_)?acc(uracy)?", name or ""):
             return f"val_{name}"
     return "val_loss"
@@ -548,8 +544,8 @@ def _feed(x, y, batch_size, trainer) -> dict:
     with the arrays.
     """
     if trainer is not None or keras.backend.backend() != "tensorflow" or _is_dataset(x):
-        fed = {"x": x, "y": y, "batch_size": None if _is_dataset(x) else batch_size}
-        return fed if trainer is not None else {**fed, "shuffle": not _is_dataset(x)}
+        return {"x": x, "y": y, "batch_size": None if _is_dataset(x) else batch_size,
+                "shuffle": not _is_dataset(x)}
     import tensorflow as tf
 
     n = len(keras.tree.flatten(x)[0])

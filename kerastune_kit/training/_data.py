@@ -1,72 +1,190 @@
-"""Turning ``x``/``y`` into batched datasets and checking them against the model."""
+"""The Trainer's input: anything ``model.fit`` takes, read as ``model.fit`` reads it.
+
+:func:`source` checks the arguments (clear errors naming them) and hands
+them to Keras's own data adapter, so arrays, dicts and lists of arrays,
+``tf.data`` datasets, ``PyDataset``s and generators are batched, shuffled
+and weighted (``sample_weight``, ``class_weight``) exactly as by
+``model.fit``. :class:`Feed` is one source as the compiled loop consumes it
+under a strategy.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+import types
+
+import keras
 import tensorflow as tf
 
+from kerastune_kit import _keras_private as private
 from kerastune_kit._distribute import num_workers
 from kerastune_kit._validation import check_int
 
-DEFAULT_BATCH_SIZE = 32  # Keras's default.
+_KINDS = ("arrays", "dataset", "py_dataset", "generator")
 
 
-def as_dataset(x, y, batch_size, *, argument: str = "x") -> tf.data.Dataset:
-    """A batched dataset of ``(x, y)`` or ``(x, y, sample_weight)`` elements.
+@dataclasses.dataclass
+class Source:
+    """One input as Keras's adapter reads it.
 
-    A ``tf.data.Dataset`` is taken as already batched. Arrays (NumPy, or
-    nested lists/tuples/dicts of them) are batched in order, not shuffled.
+    ``dataset``: batches as ``(x, y[, sample_weight])``; ``num_batches``:
+    per pass, None when unknown or infinite; ``kind``: one of ``_KINDS``.
     """
-    if isinstance(x, tf.data.Dataset):
-        if y is not None:
-            raise ValueError(
-                f"`y` must be None when `{argument}` is a tf.data.Dataset (its "
-                f"elements are (x, y) batches); got y of type {type(y).__name__}."
-            )
+
+    adapter: object
+    dataset: tf.data.Dataset
+    num_batches: int | None
+    infinite: bool
+    kind: str
+
+    @property
+    def repeatable(self) -> bool:
+        """Whether reading the dataset again gives the next epoch (a new
+        shuffle included): arrays and ``tf.data`` datasets."""
+        return self.kind in ("arrays", "dataset")
+
+    def epoch_begin(self) -> None:
+        if self.kind == "py_dataset":
+            self.adapter.on_epoch_begin()
+
+    def epoch_end(self) -> None:
+        if self.kind == "py_dataset":
+            self.adapter.on_epoch_end()
+
+
+def source(x, y=None, sample_weight=None, *, batch_size=None, steps=None, shuffle=False,
+           class_weight=None, targets_required: bool = False, argument: str = "x") -> Source:
+    """Checks ``x`` and its companions, and reads them with Keras's data adapter.
+
+    Args:
+        x, y, sample_weight: as ``model.fit`` takes them.
+        batch_size: for arrays (default 32); None for the other kinds.
+        steps: ``steps_per_epoch`` (or ``steps``), passed to the adapter.
+        shuffle: for arrays and ``PyDataset``s (``"batch"`` too); the other
+            kinds shuffle themselves.
+        class_weight: a dict ``{class index: weight}``.
+        targets_required: arrays need ``y`` (the model has a compiled loss).
+        argument: the name of ``x`` in error messages.
+    """
+    kind = _kind(x, argument)
+    if kind != "arrays":
+        for name, value in (("y", y), ("sample_weight", sample_weight)):
+            if value is not None:
+                raise ValueError(
+                    f"`{name}` must be None when `{argument}` is a {_NAMES[kind]} (its "
+                    f"elements are (x, y[, sample_weight]) batches); got {name} of type "
+                    f"{type(value).__name__}.")
         if batch_size is not None:
             raise ValueError(
-                f"`batch_size` must be None when `{argument}` is a tf.data.Dataset "
-                f"(it is already batched); got batch_size={batch_size!r}."
-            )
-        return x
-    if not _is_arrays(x):
+                f"`batch_size` must be None when `{argument}` is a {_NAMES[kind]} (it is "
+                f"already batched); got batch_size={batch_size!r}.")
+        shuffle = shuffle if kind == "py_dataset" else False
+    else:
+        if y is None and targets_required:
+            raise ValueError(f"`y` is required when `{argument}` is an array; got None.")
+        batch_size = None if batch_size is None else check_int(
+            "batch_size", batch_size, minimum=1)
+        if batch_size is None and steps is None:
+            batch_size = 32  # Keras's default
+        lengths = {_length(a) for a in keras.tree.flatten((x, y, sample_weight))
+                   if a is not None}
+        if len(lengths) > 1:
+            raise ValueError(
+                f"`{argument}`, `y` and `sample_weight` must have the same number of "
+                f"samples; got lengths {sorted(lengths)}.")
+    adapter = private.data_adapter(x, y, sample_weight, batch_size=batch_size,
+                                   steps_per_epoch=steps, shuffle=shuffle,
+                                   class_weight=class_weight)
+    dataset = adapter.get_tf_dataset()
+    cardinality = int(dataset.cardinality())
+    num_batches = adapter.num_batches
+    if num_batches is None and cardinality >= 0:
+        num_batches = cardinality
+    return Source(adapter, dataset, num_batches,
+                  infinite=cardinality == tf.data.INFINITE_CARDINALITY, kind=kind)
+
+
+_NAMES = {"dataset": "tf.data.Dataset", "py_dataset": "keras.utils.PyDataset",
+          "generator": "generator"}
+
+
+def _kind(x, argument) -> str:
+    if isinstance(x, tf.data.Dataset):
+        return "dataset"
+    if isinstance(x, keras.utils.PyDataset):
+        return "py_dataset"
+    if isinstance(x, types.GeneratorType):
+        return "generator"
+    leaves = keras.tree.flatten(x)
+    if leaves and all(_is_array(a) for a in leaves):
+        return "arrays"
+    raise ValueError(
+        f"`{argument}` must be a tf.data.Dataset or NumPy arrays (tensors, or a dict or "
+        "list of them), a keras.utils.PyDataset or a generator, as model.fit takes; got "
+        f"{type(x).__name__}.")
+
+
+def _is_array(value) -> bool:
+    shape = getattr(value, "shape", None)  # NumPy, tensors, pandas, ...
+    return shape is not None and len(shape) > 0
+
+
+def _length(array) -> int:
+    return int(array.shape[0])
+
+
+def validation_source(validation_data, *, batch_size, steps) -> Source:
+    """``validation_data`` as ``model.fit`` takes it: ``(x, y)``, ``(x, y,
+    sample_weight)``, a dataset, a ``PyDataset`` or a generator."""
+    if isinstance(validation_data, (tuple, list)):
+        if len(validation_data) not in (2, 3) or not all(
+                _is_array(a) for part in validation_data[:2]
+                for a in keras.tree.flatten(part)):
+            raise ValueError(
+                "`validation_data` must be a tf.data.Dataset or a tuple (x_val, y_val) or "
+                "(x_val, y_val, sample_weight_val) of arrays, a keras.utils.PyDataset or a "
+                f"generator; got a {type(validation_data).__name__} of "
+                f"{len(validation_data)}.")
+        x, y, *weights = validation_data
+        return source(x, y, weights[0] if weights else None, batch_size=batch_size,
+                      steps=steps, targets_required=True, argument="validation_data[0]")
+    try:
+        kind = _kind(validation_data, "validation_data")
+    except ValueError:
+        kind = None
+    if kind in (None, "arrays"):
         raise ValueError(
-            f"`{argument}` must be a tf.data.Dataset or NumPy arrays, got "
-            f"{type(x).__name__}."
-        )
-    if y is None:
-        raise ValueError(f"`y` is required when `{argument}` is an array; got None.")
-    if not _is_arrays(y):
-        raise ValueError(f"`y` must be NumPy arrays, got {type(y).__name__}.")
-    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else check_int(
-        "batch_size", batch_size, minimum=1)
-    lengths = {len(a) for a in tf.nest.flatten((x, y))}
-    if len(lengths) != 1:
+            "`validation_data` must be a tf.data.Dataset or a tuple (x_val, y_val) or "
+            "(x_val, y_val, sample_weight_val) of arrays, a keras.utils.PyDataset or a "
+            f"generator; got {type(validation_data).__name__}.")
+    return source(validation_data, steps=steps, argument="validation_data")
+
+
+def split_for_validation(x, y, sample_weight, validation_split):
+    """``model.fit``'s ``validation_split``: the last part of the arrays,
+    taken before shuffling. Returns ``((x, y, sample_weight), (x_val, y_val,
+    sample_weight_val))``."""
+    if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
         raise ValueError(
-            f"`{argument}` and `y` must have the same number of samples; got "
-            f"lengths {sorted(lengths)}."
-        )
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    options = tf.data.Options()
-    # Arrays are in memory on every worker: shard by element, not by file.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+            "`validation_split` must be a number in [0, 1), the fraction of the arrays "
+            f"kept for validation; got {validation_split!r}.")
+    if _kind(x, "x") != "arrays":
+        raise ValueError(
+            "`validation_split` is only supported for arrays (as in model.fit); pass "
+            f"`validation_data` with a {type(x).__name__}.")
+    return private.train_validation_split((x, y, sample_weight), validation_split)
 
 
-def _is_arrays(value) -> bool:
-    leaves = tf.nest.flatten(value)
-    return bool(leaves) and all(isinstance(a, (np.ndarray, tf.Tensor)) for a in leaves)
-
-
-def split_spec(dataset: tf.data.Dataset):
-    """``(x_spec, y_spec)`` of a dataset of ``(x, y[, sample_weight])`` batches."""
+def split_spec(dataset: tf.data.Dataset, *, targets_required: bool):
+    """``(x_spec, y_spec, sample_weight_spec)`` of a dataset's batches."""
     spec = dataset.element_spec
-    if not isinstance(spec, tuple) or len(spec) not in (2, 3):
+    if not isinstance(spec, tuple):
+        spec = (spec,)
+    if len(spec) not in (1, 2, 3) or (targets_required and len(spec) == 1):
         raise ValueError(
             "The dataset must yield (x, y) or (x, y, sample_weight) batches; its "
-            f"elements are {spec}."
-        )
-    return spec[0], spec[1]
+            f"elements are {dataset.element_spec}.")
+    return tuple(spec) + (None,) * (3 - len(spec))
 
 
 def check_inputs(model, x_spec) -> None:
@@ -79,8 +197,7 @@ def check_inputs(model, x_spec) -> None:
         raise ValueError(
             f"The dataset's inputs do not match the model: the model takes "
             f"{len(expected)} input(s) of shape {_fmt(expected)}, the dataset's "
-            f"elements give {len(actual)} of shape {_fmt(actual)}."
-        )
+            f"elements give {len(actual)} of shape {_fmt(actual)}.")
     for want, got in zip(expected, actual):
         if not _compatible(want, got):
             hint = ""
@@ -89,8 +206,7 @@ def check_inputs(model, x_spec) -> None:
             raise ValueError(
                 f"The dataset's inputs do not match the model: the model expects "
                 f"input shape {_fmt(expected)}, the dataset's elements have shape "
-                f"{_fmt(actual)}.{hint}"
-            )
+                f"{_fmt(actual)}.{hint}")
 
 
 def _model_input_shapes(model):
@@ -114,50 +230,75 @@ def _fmt(shapes) -> str:
     return str(shapes[0]) if len(shapes) == 1 else str(shapes)
 
 
-def build_if_needed(model, x_spec) -> None:
-    """Builds an unbuilt model from the dataset's input spec."""
-    if model.built:
-        return
-    shapes = [tuple(s.shape) for s in tf.nest.flatten(x_spec)]
-    if len(shapes) != 1:
-        raise ValueError(
-            "The model is not built and has several inputs; build it first "
-            "(give it keras.Input layers or call model.build)."
-        )
-    model.build(shapes[0])
-
-
 class Feed:
-    """A dataset as the loop consumes it under a strategy.
+    """A source as the loop consumes it under a strategy, epoch by epoch, with
+    ``model.fit``'s meaning of ``steps_per_epoch``.
 
-    ``steps`` is the number of steps per epoch (None: until the data ends);
+    Without ``steps_per_epoch`` an epoch is one pass. Arrays and datasets of
+    known length are then read as one repeated stream (each pass reshuffled):
+    no iterator is built and torn down at every epoch, and the input
+    pipeline keeps running across epoch ends. With ``steps_per_epoch`` one
+    iterator runs on across epochs; when the data runs out, the epoch ends
+    there with a warning and the next epoch reads the data from its start.
+    A ``PyDataset`` gets its ``on_epoch_begin``/``on_epoch_end`` around each
+    pass. ``from_start=True`` (evaluation, as ``model.evaluate`` reads
+    ``steps``): every epoch reads the first ``steps_per_epoch`` batches.
+
     ``exact`` says whether every execution may count on its batches being
     there, so the compiled loop needs no per-step end-of-data guard: true for
-    a dataset of known length read one pass per epoch, or an infinite one,
-    on one worker (workers may shard unevenly; there the guarded loop lets
-    the iterators agree on the end). Epochs are consecutive slices of one
-    iterator when ``steps_per_epoch`` is given (Keras's semantics), and also
-    for a dataset of known length, which is then repeated: no iterator is
-    built and torn down at every epoch, and the input pipeline keeps running
-    across epoch ends.
+    data of known length (the host never asks for more than is left) or
+    infinite, on one worker (workers may shard unevenly; there the guarded
+    loop lets the iterators agree on the end).
     """
 
-    def __init__(self, strategy, dataset: tf.data.Dataset, steps_per_epoch: int | None = None):
-        count = int(tf.data.experimental.cardinality(dataset))
-        infinite = count == tf.data.experimental.INFINITE_CARDINALITY
-        self.steps = steps_per_epoch or (count if count >= 0 else None)
-        self.exact = num_workers() == 1 and (
-            infinite or (count >= 0 and steps_per_epoch is None))
-        if self.exact and not infinite:
+    def __init__(self, strategy, data: Source, steps_per_epoch: int | None = None, *,
+                 from_start: bool = False):
+        self.source = data
+        self.steps_per_epoch = steps_per_epoch
+        self._count = data.num_batches
+        self.exact = num_workers() == 1 and (data.infinite or self._count is not None)
+        dataset = data.dataset
+        self._repeated = (steps_per_epoch is None and self.exact and not data.infinite
+                          and data.repeatable)
+        if self._repeated:
             dataset = dataset.repeat()
-        self._continuous = self.exact or steps_per_epoch is not None
+        self._continuous = self._repeated or (
+            not from_start and (data.infinite or steps_per_epoch is not None))
         self._data = strategy.experimental_distribute_dataset(dataset)
         self._iterator = None
+        self._consumed = 0  # batches read from the current pass
 
-    def epoch_iterator(self):
-        """The iterator to read the next epoch from."""
-        if not self._continuous:
-            return iter(self._data)
-        if self._iterator is None:
+    @property
+    def steps(self) -> int | None:
+        """Steps an epoch is meant to have (for the progress bar); None: unknown."""
+        return self.steps_per_epoch or self._count
+
+    def begin_epoch(self):
+        """``(iterator, steps)`` for the next epoch (``steps`` None: until the
+        data ends)."""
+        if self._iterator is None or not self._continuous:
+            self.source.epoch_begin()
             self._iterator = iter(self._data)
-        return self._iterator
+            self._consumed = 0
+        steps = self.steps
+        if self.steps_per_epoch is not None and self._count is not None and not self._repeated:
+            steps = min(steps, self._count - self._consumed)
+        return self._iterator, steps
+
+    def end_epoch(self, done: int, *, stopped: bool = False) -> bool:
+        """Books the ``done`` steps of the epoch (``stopped``: a callback ended
+        it early); returns whether the data ran out before ``steps_per_epoch``
+        (the next epoch then starts a new pass)."""
+        self._consumed += done
+        ran_out = (self.steps_per_epoch is not None and done < self.steps_per_epoch
+                   and not stopped)
+        if ran_out and self._count is None:
+            self._count = self._consumed  # one pass is now known
+        new_pass = not self._continuous or (
+            self.steps_per_epoch is not None and not self._repeated
+            and not self.source.infinite and self._count is not None
+            and self._consumed >= self._count)
+        if new_pass:
+            self.source.epoch_end()
+            self._iterator = None
+        return ran_out

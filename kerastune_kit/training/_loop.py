@@ -1,5 +1,11 @@
 """The compiled part of the Trainer: up to N steps per ``tf.function`` call.
 
+The step is ``model.fit``'s: ``y_pred = model(x, training=True)``, the loss
+from ``model.compute_loss`` (the compiled losses, their weights and the
+model's penalties, or a subclass's own ``compute_loss``), the metrics from
+``model.compute_metrics`` and ``loss`` in the model's loss tracker, so the
+logs have ``model.fit``'s keys and values.
+
 Orbit's shape: one traced function loops in the graph over a distributed
 iterator and calls ``strategy.run`` once per step from cross-replica
 context. When the host knows that ``num_steps`` batches are there (a dataset
@@ -18,37 +24,13 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from kerastune_kit import _keras_private as private
 from kerastune_kit._optimizer import base_optimizer
+from kerastune_kit.training._setup import reweights_by_global_batch, takes_training_argument
 
 _SUM = tf.distribute.ReduceOp.SUM
 _ON_READ = tf.VariableSynchronization.ON_READ
 _AGG_SUM = tf.VariableAggregation.SUM
-
-
-class LossTracker:
-    """Epoch loss as Keras reports it: the mean over the examples seen.
-
-    Each replica adds the sum of its (weighted) per-example losses plus the
-    regularization penalty times its example count; sync-on-read variables
-    keep these local until read, so updating costs no communication.
-    """
-
-    def __init__(self):
-        self.total = tf.Variable(0.0, trainable=False, synchronization=_ON_READ,
-                                 aggregation=_AGG_SUM, name="loss_total")
-        self.count = tf.Variable(0.0, trainable=False, synchronization=_ON_READ,
-                                 aggregation=_AGG_SUM, name="loss_count")
-
-    def update(self, total, count):
-        self.total.assign_add(total)
-        self.count.assign_add(count)
-
-    def result(self):
-        return tf.math.divide_no_nan(self.total.read_value(), self.count.read_value())
-
-    def reset(self):
-        self.total.assign(0.0)
-        self.count.assign(0.0)
 
 
 class Accumulation:
@@ -71,27 +53,31 @@ class Accumulation:
 
 
 class LoopBuilder:
-    """Builds the traced train and test executions of one Trainer.
+    """Builds the traced train, test and predict executions of one Trainer.
+
+    Each replica's loss is weighted by its share of the global batch when
+    the losses are means over the batch (Keras's default): a last batch
+    split unevenly over replicas (3 + 2 examples) then gives the true mean
+    of its 5, where ``model.fit`` weights the replicas equally. Keras
+    already divides the loss by the number of replicas; the share undoes
+    that division exactly when the replicas' batches are equal.
 
     Args:
         strategy: the ``tf.distribute.Strategy``.
-        model, optimizer: built under the strategy's scope.
-        loss_fn: ``(y_true, y_pred) -> per-example losses`` of shape ``[batch]``.
-        metrics: Keras metric objects created under the scope.
-        tracker: the :class:`LossTracker`.
+        model: compiled and built under the strategy's scope.
+        optimizer: the model's optimizer (built).
         options: the Trainer's ``TrainerOptions``.
         accumulation: an :class:`Accumulation` when
             ``gradient_accumulation_steps > 1``.
     """
 
-    def __init__(self, *, strategy, model, optimizer, loss_fn, metrics, tracker, options,
-                 accumulation=None):
+    def __init__(self, *, strategy, model, optimizer, options, accumulation=None):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
-        self.loss_fn = loss_fn
-        self.metrics = metrics
-        self.tracker = tracker
+        self.tracker = private.loss_tracker(model)
+        self._reweight = reweights_by_global_batch(model)
+        self._loss_takes_training = takes_training_argument(model.compute_loss)
         self.options = options
         self.accumulation = accumulation
         self.replicas = strategy.num_replicas_in_sync
@@ -154,6 +140,56 @@ class LoopBuilder:
 
         return self._execution(step, "test_execution", exact)
 
+    def predict_execution(self, exact: bool, output_spec):
+        """``fn(iterator, num_steps, reset) -> (steps_done, flat outputs)``
+        (``reset`` is unused: predict has no metrics).
+
+        ``output_spec``: the model's output structure of ``KerasTensor``s
+        (one batch); the outputs of the steps are concatenated in order.
+        """
+        flat_spec = tf.nest.flatten(output_spec)
+
+        def arrays():
+            return [tf.TensorArray(tf.as_dtype(s.dtype), size=0, dynamic_size=True,
+                                   infer_shape=False, element_shape=[None, *s.shape[1:]])
+                    for s in flat_spec]
+
+        def step(i, outputs, data):
+            x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+            y_pred = self.strategy.run(self._replica_predict_step, args=(x,))
+            flat = [self.strategy.gather(t, axis=0) for t in tf.nest.flatten(y_pred)]
+            return [array.write(i, value) for array, value in zip(outputs, flat)]
+
+        def counted(iterator, num_steps):
+            def body(i, outputs):
+                return i + 1, step(i, outputs, iterator.get_next())
+
+            return tf.while_loop(lambda i, _: i < num_steps, body, (tf.constant(0), arrays()))
+
+        def guarded(iterator, num_steps):
+            def body(i, has_data, outputs):
+                optional = iterator.get_next_as_optional()
+
+                def run():
+                    return i + 1, tf.constant(True), step(i, outputs, optional.get_value())
+
+                return tf.cond(optional.has_value(), run,
+                               lambda: (i, tf.constant(False), outputs))
+
+            done, _, outputs = tf.while_loop(
+                lambda i, has_data, _: tf.logical_and(has_data, i < num_steps), body,
+                (tf.constant(0), tf.constant(True), arrays()))
+            return done, outputs
+
+        loop = counted if exact else guarded
+
+        def predict_execution(iterator, num_steps, reset):
+            del reset
+            done, outputs = loop(iterator, num_steps)
+            return done, [array.concat() for array in outputs]
+
+        return tf.function(predict_execution, reduce_retracing=True)
+
     def _execution(self, step, name, exact):
         def counted(iterator, num_steps):
             def body(i):
@@ -189,23 +225,16 @@ class LoopBuilder:
                 return done, self._results()
 
         execution.__name__ = name
-        return tf.function(execution)
+        # A second shape (another batch size) gives one general trace, not
+        # one per shape.
+        return tf.function(execution, reduce_retracing=True)
 
     def _reset_metrics(self):
-        self.tracker.reset()
-        for metric in self.metrics:
-            metric.reset_state()
+        self.model.reset_metrics()
         return tf.constant(True)
 
     def _results(self):
-        logs = {"loss": self.tracker.result()}
-        for metric in self.metrics:
-            value = metric.result()
-            if isinstance(value, dict):
-                logs.update(value)
-            else:
-                logs[metric.name] = value
-        return logs
+        return self.model.get_metrics_result()
 
     def _maybe_jit(self, fn):
         return tf.function(fn, jit_compile=True) if self._jit_whole_step else fn
@@ -226,23 +255,19 @@ class LoopBuilder:
 
     def _replica_train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        local_batch = _batch_size(x)
-        grads, y_pred, per_example, reg = self._compute(
-            x, y, sample_weight, self._global_batch(local_batch))
+        grads, y_pred, loss = self._compute(x, y, sample_weight, self._share(x))
         self._apply(self._sum_over_replicas(grads))
-        self._update_metrics(y, y_pred, sample_weight, per_example, reg, local_batch)
+        self._update_metrics(x, y, y_pred, sample_weight, loss)
 
     def _replica_accumulate(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        local_batch = _batch_size(x)
-        grads, y_pred, per_example, reg = self._compute(
-            x, y, sample_weight, self._global_batch(local_batch))
+        grads, y_pred, loss = self._compute(x, y, sample_weight, self._share(x))
         for i, (acc, grad) in enumerate(zip(self.accumulation.gradients, grads)):
             if grad is None:
                 self._missing_gradients.add(i)
             else:
                 acc.assign_add(tf.convert_to_tensor(grad))
-        self._update_metrics(y, y_pred, sample_weight, per_example, reg, local_batch)
+        self._update_metrics(x, y, y_pred, sample_weight, loss)
 
     def _replica_apply_accumulated(self):
         k = float(self.options.gradient_accumulation_steps)
@@ -258,24 +283,38 @@ class LoopBuilder:
     def _replica_test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred = self.model(x, training=False)
-        per_example = self.loss_fn(y, _to_float32(y_pred))
-        reg = _regularization(self.model)
-        self._update_metrics(y, y_pred, sample_weight, per_example, reg, _batch_size(x))
+        loss = self._loss(x, y, y_pred, sample_weight, training=False)
+        self._update_metrics(x, y, y_pred, sample_weight, loss)
+
+    def _replica_predict_step(self, x):
+        return self.model(x, training=False)
 
     # Pieces -----------------------------------------------------------------
 
-    def _forward_backward(self, x, y, sample_weight, global_batch):
+    def _forward_backward(self, x, y, sample_weight, share):
         with tf.GradientTape() as tape:
             y_pred = self.model(x, training=True)
-            per_example = self.loss_fn(y, _to_float32(y_pred))
-            loss = tf.nn.compute_average_loss(
-                per_example, sample_weight=sample_weight, global_batch_size=global_batch)
-            reg = _regularization(self.model)
-            if reg is not None:
-                loss += tf.nn.scale_regularization_loss(reg)
-            scaled_loss = self.optimizer.scale_loss(loss)
+            loss = self._loss(x, y, y_pred, sample_weight, training=True)
+            objective = loss if share is None else loss * share
+            scaled_loss = self.optimizer.scale_loss(objective)
         grads = tape.gradient(scaled_loss, self._variables)
-        return grads, y_pred, per_example, reg
+        return grads, y_pred, loss
+
+    def _loss(self, x, y, y_pred, sample_weight, training):
+        if self._loss_takes_training:
+            loss = self.model.compute_loss(x, y, y_pred, sample_weight, training=training)
+        else:  # an override written before Keras 3.3
+            loss = self.model.compute_loss(x, y, y_pred, sample_weight)
+        return tf.cast(loss, tf.float32)
+
+    def _share(self, x):
+        """This replica's part of the global batch, times the replica count
+        (1 for equal parts); None where no weighting applies."""
+        if self.replicas == 1 or not self._reweight:
+            return None
+        local_batch = _batch_size(x)
+        share = self.replicas * local_batch / self._global_batch(local_batch)
+        return tf.cast(share, tf.float32)
 
     def _global_batch(self, local_batch):
         if self.replicas == 1:
@@ -314,19 +353,12 @@ class LoopBuilder:
         factor = getattr(self.optimizer, "loss_scale_factor", None)
         return float(factor) if factor else 1.0
 
-    def _update_metrics(self, y, y_pred, sample_weight, per_example, reg, local_batch):
-        weighted = per_example
-        if sample_weight is not None:
-            weighted = per_example * tf.cast(
-                tf.reshape(sample_weight, tf.shape(per_example)), per_example.dtype)
-        count = tf.cast(local_batch, tf.float32)
-        total = tf.reduce_sum(weighted)
-        if reg is not None:
-            total += tf.cast(reg, tf.float32) * count
-        self.tracker.update(total, count)
-        # As model.compile's `metrics`: sample weights weight the loss only.
-        for metric in self.metrics:
-            metric.update_state(y, y_pred)
+    def _update_metrics(self, x, y, y_pred, sample_weight, loss):
+        # As Keras's train_step: the loss without Keras's division by the
+        # number of replicas, weighted by the replica's batch, so the mean
+        # over replicas is the mean over the examples.
+        self.tracker.update_state(loss * self.replicas, sample_weight=_batch_size(x))
+        self.model.compute_metrics(x, y, y_pred, sample_weight)
 
 
 def _single_device(strategy) -> bool:
@@ -337,19 +369,3 @@ def _single_device(strategy) -> bool:
 
 def _batch_size(x):
     return tf.shape(tf.nest.flatten(x)[0])[0]
-
-
-def _to_float32(y_pred):
-    def cast(t):
-        if t.dtype in (tf.float16, tf.bfloat16):
-            return tf.cast(t, tf.float32)
-        return t
-
-    return tf.nest.map_structure(cast, y_pred)
-
-
-def _regularization(model):
-    losses = model.losses
-    if not losses:
-        return None
-    return tf.add_n([tf.cast(loss, tf.float32) for loss in losses])

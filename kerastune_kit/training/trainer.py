@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import warnings
@@ -11,41 +10,58 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerastune_kit import _keras_private as private
 from kerastune_kit import _optimizer
 from kerastune_kit._distribute import is_chief
-from kerastune_kit._optimizer import base_optimizer
 from kerastune_kit._snapshot import on_restore
 from kerastune_kit._validation import check_callbacks, check_choice, check_int, show
-from kerastune_kit.training import _data
+from kerastune_kit.training import _data, _setup
 from kerastune_kit.training._backup import Backup
-from kerastune_kit.training._loop import Accumulation, LoopBuilder, LossTracker
+from kerastune_kit.training._loop import Accumulation, LoopBuilder
 from kerastune_kit.training._options import TrainerOptions
-from kerastune_kit.training.strategy import resolve_strategy
 
 # Callbacks that already act on a NaN loss; without one the Trainer warns.
 _NAN_HANDLERS = ("TerminateOnNaN", "DivergenceGuard")
+_VERBOSE = ("auto", 0, 1, 2)
 
 
 class Trainer:
     """Trains a Keras model with a ``tf.GradientTape`` loop on any ``tf.distribute`` strategy.
 
+    A drop-in for ``model.fit``, ``model.evaluate`` and ``model.predict``:
+    the same arguments with the same meaning (data of every kind Keras
+    reads, ``validation_split``, ``shuffle``, ``sample_weight``,
+    ``class_weight``, ...), the same callbacks, the same logs. Losses and
+    metrics are resolved by ``model.compile`` itself (per output in dicts or
+    lists, ``loss_weights``, ``weighted_metrics``); pass them here, or hand
+    over a model already compiled (``Trainer(model)`` or
+    :meth:`from_compiled`).
+
     The hot path is built once: one ``tf.function`` runs up to
-    ``steps_per_execution`` steps in the graph (a ``tf.while_loop`` over
-    ``get_next_as_optional``, so a partial last batch or execution ends
-    cleanly and nothing is retraced per epoch), each step through
+    ``steps_per_execution`` steps in the graph (a ``tf.while_loop``; a
+    partial last batch or execution ends cleanly), each step through
     ``strategy.run``, and returns the metrics read once at its end. Python
-    runs only between executions: callbacks, the progress bar, the NaN check.
-    One design serves one device, ``MirroredStrategy``,
+    runs only between executions: callbacks, the progress bar, the NaN
+    check. One design serves one device, ``MirroredStrategy``,
     ``MultiWorkerMirroredStrategy`` and TPUs.
 
-    What the loop does for you:
+    The compiled executions are cached on the Trainer across ``fit``,
+    ``evaluate`` and ``predict`` calls, as ``model.fit`` caches its train
+    function. They are traced again only when the graph must change: the
+    data's structure or dtypes change (a new batch shape is traced once
+    more, then a general trace serves every shape), the loop kind changes
+    (data of known length vs. data that may end inside an execution), the
+    model is compiled again, or the kit signals a change of the step's graph
+    (a new learning-rate object, regularizers attached). Epochs, calls,
+    step counts and callbacks never retrace.
 
-    * Loss: the per-example losses summed and divided by the GLOBAL batch
-      size of the step (``tf.nn.compute_average_loss``, so a partial last
-      batch split unevenly over replicas still gives the true mean), plus
-      ``tf.nn.scale_regularization_loss(sum(model.losses))``. The reported
-      ``loss`` is the mean over the epoch's examples, as ``model.fit``
-      reports it, and equals what one replica would report.
+    What the loop does beyond ``model.fit``:
+
+    * Each replica's loss is weighted by its share of the global batch, so a
+      last batch split unevenly over replicas gives the true mean (losses
+      that are means over the batch, Keras's default; other reductions and
+      a subclass's own ``compute_loss`` are used as ``model.fit`` uses
+      them). On equal parts this is exactly ``model.fit``'s loss.
     * ``clipnorm`` clips the global norm of the gradient AFTER it is summed
       over replicas (Keras clips each replica's part: tensorflow#33929), so
       two replicas clip exactly like one replica with the same global batch.
@@ -56,48 +72,63 @@ class Trainer:
       ``keras.optimizers.LossScaleOptimizer`` and scales the loss inside the
       tape; ``"mixed_bfloat16"`` needs no scaling. A model whose dtype policy
       is already mixed is trained that way when the argument is left None.
-    * Callbacks run through ``keras.callbacks.CallbackList`` with ``History``
-      and Keras's progress bar; logs are plain floats with the keys
-      ``model.fit`` gives (``loss``, metric names, ``val_``-prefixed ones).
-      Keras's own callbacks (EarlyStopping, ReduceLROnPlateau, TensorBoard,
-      TerminateOnNaN, ...) and the kit's work unchanged. ``model.stop_training``
-      is honoured after each execution and each epoch; ``on_train_end`` is
-      always called, also when training fails.
+    * ``backup_dir``: epoch-end checkpoints; a killed run resumes exactly.
     * A NaN or infinite loss without a ``TerminateOnNaN`` or
       ``DivergenceGuard`` callback is reported with a ``RuntimeWarning``
-      naming the epoch and step.
+      naming the epoch and step. ``on_train_end`` is always called, also
+      when training fails.
+
+    Differences from ``model.fit`` and its siblings:
+
+    ===========================  ===========================  ===========================
+    what                         ``model.fit`` & co.          ``Trainer``
+    ===========================  ===========================  ===========================
+    a last batch split unevenly  each replica's mean weighs   the true mean of the batch
+    over replicas                the same
+    ``clipnorm``                 per replica's gradient       the summed gradient
+    ``shuffle=True`` with a      the first epoch's order,     a new order every epoch
+    global seed set (TF)         repeated every epoch
+    ``evaluate`` returns         a list (``return_dict``      a dict (``return_dict``
+                                 default False)               default True)
+    a model's ``train_step``     used                         not used (its
+                                                              ``compute_loss`` and
+                                                              ``compute_metrics`` are)
+    ``BackupAndRestore``         a callback                   ``backup_dir=`` (the
+                                                              callbacks are refused)
+    ===========================  ===========================  ===========================
+
+    A run resumed from ``backup_dir`` ends bit for bit like an uninterrupted
+    one with ``shuffle=False`` (or data shuffled by a seed of its own per
+    epoch); with ``shuffle=True`` the resumed epochs are shuffled afresh.
 
     The model and optimizer must live in the strategy's scope. Either pass
-    objects built under ``strategy.scope()`` (of the strategy you pass), or
-    pass zero-argument functions that build them: the Trainer calls them
-    inside ``trainer.strategy.scope()`` (and under the mixed-precision dtype
-    policy). Anything created outside the scope raises a ``ValueError``
-    saying so. Keras builds optimizer variables lazily; the Trainer builds
-    them inside the scope.
-
-    Input: a ``tf.data.Dataset`` of ``(x, y)`` or ``(x, y, sample_weight)``
-    batches, or NumPy arrays ``x``, ``y`` batched in order (not shuffled:
-    pass a shuffled dataset for that) with ``batch_size`` (default 32). On
-    one worker a dataset of known length is read as one repeated stream, one
-    pass per epoch, so no iterator is rebuilt at epoch ends and the compiled
-    loop needs no end-of-data check per step; a dataset of unknown length
-    gets a fresh iterator per epoch and a guarded loop.
+    objects built (and compiled) under ``strategy.scope()`` of the strategy
+    you pass, or pass zero-argument functions that build them: the Trainer
+    calls them inside ``trainer.strategy.scope()`` (and under the
+    mixed-precision dtype policy), and compiles the model there. Anything
+    created outside the scope raises a ``ValueError`` saying so.
 
     Args:
         model: a ``keras.Model``, or a zero-argument function returning one.
+            Compiled and given alone (no ``optimizer``, ``loss``,
+            ``metrics``...), its compiled loss, metrics, loss weights and
+            optimizer are used as they are.
         optimizer: a Keras optimizer, its name (``"sgd"``), or a
             zero-argument function returning one. Its own
             ``gradient_accumulation_steps`` is not supported (use the
             Trainer's); its ``clipnorm``/``clipvalue``, if any, then act on
-            the already summed gradient.
-        loss: a Keras loss name, ``keras.losses.Loss`` (its reduction is
-            replaced by per-example losses) or a function
-            ``(y_true, y_pred) -> per-example losses``; a scalar result is
-            taken as the mean over the replica's batch.
-        metrics: metric names (``"mae"``, ``"accuracy"``, resolved like
-            ``model.compile`` does; an unknown name fails here), functions or
-            Keras metric objects built in the strategy's scope. Defaults to
-            None.
+            the already summed gradient. Defaults to None (the compiled
+            model's).
+        loss: as ``model.compile``'s: a loss name, a ``keras.losses.Loss``, a
+            function ``(y_true, y_pred) -> losses``, or a dict or list of
+            them, one per output. Defaults to None.
+        metrics: as ``model.compile``'s: names (``"accuracy"`` resolved from
+            the targets), metrics or functions, as a list or per output. An
+            unknown name fails here. Defaults to None.
+        loss_weights: as ``model.compile``'s: a weight per output (a list or
+            dict). Defaults to None.
+        weighted_metrics: as ``model.compile``'s: metrics weighted by
+            ``sample_weight``/``class_weight``. Defaults to None.
         strategy: a ``tf.distribute.Strategy`` or a name for
             :func:`kerastune_kit.training.resolve_strategy`. Defaults to None:
             the strategy the model was built under, else ``"auto"``.
@@ -115,8 +146,8 @@ class Trainer:
 
     Attributes:
         strategy, model, optimizer, options (the checked
-        ``TrainerOptions``), metrics (Keras metric objects, after the first
-        ``fit``/``evaluate``).
+        ``TrainerOptions``), metrics (``model.metrics``: the loss tracker
+        and the compiled metrics, built at the first call).
 
     Example:
 
@@ -131,118 +162,143 @@ class Trainer:
     trainer = Trainer(make_model, lambda: keras.optimizers.SGD(0.05), "mse",
                       metrics=["mae"], strategy="auto", steps_per_execution=16)
     x, y = np.random.rand(256, 8), np.random.rand(256, 1)
-    history = trainer.fit(x, y, batch_size=32, epochs=3, validation_data=(x, y),
-                          callbacks=[TimeBasedLR("linear_decay(0.05, 24)")],
+    history = trainer.fit(x, y, batch_size=32, epochs=3, validation_split=0.25,
+                          callbacks=[TimeBasedLR("linear_decay(0.05, 18)")],
                           backup_dir="/tmp/run1")   # resumes if restarted
     history.history["val_mae"]                     # one value per epoch
     trainer.evaluate(x, y)                         # {"loss": ..., "mae": ...}
+    trainer.predict(x[:4]).shape                   # (4, 1)
+
+    model = make_model()                           # or a compiled model as it is
+    model.compile(keras.optimizers.Adam(1e-3), "mse", metrics=["mae"])
+    Trainer(model, steps_per_execution=16).fit(x, y, epochs=2, verbose=0)
     ```
     """
 
-    def __init__(self, model, optimizer, loss, metrics=None, *, strategy=None,
-                 steps_per_execution: int = 1, jit_compile: bool = False,
-                 clipnorm: float | None = None, gradient_accumulation_steps: int = 1,
-                 mixed_precision: str | None = None):
+    def __init__(self, model, optimizer=None, loss=None, metrics=None, *, loss_weights=None,
+                 weighted_metrics=None, strategy=None, steps_per_execution: int = 1,
+                 jit_compile: bool = False, clipnorm: float | None = None,
+                 gradient_accumulation_steps: int = 1, mixed_precision: str | None = None):
         self.options = TrainerOptions(
             steps_per_execution=steps_per_execution, jit_compile=jit_compile,
             clipnorm=clipnorm, gradient_accumulation_steps=gradient_accumulation_steps,
             mixed_precision=mixed_precision)
-        self.strategy = _pick_strategy(strategy, model)
-        self.model = self._build_model(model)
-        self.optimizer = self._build_optimizer(optimizer)
-        self.loss = loss
-        self._loss_fn = _per_example_loss(loss)
-        self._metric_specs = _check_metric_specs(metrics, self.strategy)
-        self.metrics: list | None = None
-        self._tracker = None
+        self.strategy = _setup.pick_strategy(strategy, model)
+        self.model, policy = _setup.build_model(model, self.strategy, mixed_precision)
+        if policy != self.options.mixed_precision:
+            self.options = dataclasses.replace(self.options, mixed_precision=policy)
+        compile_arguments = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights,
+                             "weighted_metrics": weighted_metrics}
+        if optimizer is None:
+            given = [name for name, value in compile_arguments.items() if value is not None]
+            if given:
+                raise ValueError(
+                    f"`optimizer` is needed with {', '.join(map(repr, given))}: pass the "
+                    "optimizer too, or compile the model and pass it alone.")
+            _setup.check_compiled(self.model, self.strategy)
+            self.optimizer = self.model.optimizer
+        else:
+            optimizer = _setup.build_optimizer(optimizer, self.strategy, policy)
+            _setup.compile_model(self.model, self.strategy, optimizer=optimizer,
+                                 **compile_arguments)
+            self.optimizer = self.model.optimizer
         self._accumulation = None
         self._builder = None
-        self._train_fns: dict[bool, object] = {}
-        self._test_fns: dict[bool, object] = {}
-        self._trace_signature = None
-        self._test_signature = None
+        self._signature = None
+        self._functions: dict[tuple, object] = {}
+        self._retired_traces: dict[str, int] = {}
         self._counts: dict[int, tf.Tensor] = {}
         # "Reset the metrics first": true for the first execution of an epoch.
         self._flags = {True: tf.constant(True), False: tf.constant(False)}
 
-    # Construction -------------------------------------------------------------
+    @classmethod
+    def from_compiled(cls, model, *, strategy=None, steps_per_execution: int = 1,
+                      jit_compile: bool = False, clipnorm: float | None = None,
+                      gradient_accumulation_steps: int = 1,
+                      mixed_precision: str | None = None) -> Trainer:
+        """A Trainer of a compiled model: its loss, metrics, loss weights and
+        optimizer are used as they are.
 
-    def _build_model(self, model):
-        if not isinstance(model, keras.Model):
-            if not callable(model):
-                raise ValueError(
-                    "`model` must be a keras.Model or a function that builds one; got "
-                    f"{type(model).__name__}."
-                )
-            with self.strategy.scope(), _dtype_policy(self.options.mixed_precision):
-                model = model()
-            if not isinstance(model, keras.Model):
-                raise ValueError(
-                    f"The `model` function must return a keras.Model; it returned "
-                    f"{type(model).__name__}."
-                )
-        policy = model.dtype_policy.name
-        wanted = self.options.mixed_precision
-        if wanted is None and policy in ("mixed_float16", "mixed_bfloat16"):
-            self.options = dataclasses.replace(self.options, mixed_precision=policy)
-        elif wanted is not None and policy != wanted:
+        The model must have been compiled inside the strategy's scope (or
+        under no strategy, for the default one); otherwise a ``ValueError``
+        says how to fix it. The other arguments are the constructor's.
+
+        Example:
+
+        ```python
+        model.compile(keras.optimizers.Adam(1e-3), {"digit": "sparse_categorical_crossentropy",
+                      "size": "mse"}, loss_weights={"digit": 1.0, "size": 0.1},
+                      metrics={"digit": ["accuracy"]})
+        trainer = Trainer.from_compiled(model, steps_per_execution=32)
+        ```
+        """
+        if not isinstance(model, keras.Model) or not getattr(model, "compiled", False):
             raise ValueError(
-                f"mixed_precision={wanted!r} but the model was built with the dtype "
-                f"policy {policy!r}. Build it under "
-                f"keras.config.set_dtype_policy({wanted!r}), or pass a function that "
-                "builds it: the Trainer calls it under that policy."
-            )
-        _check_in_scope(self.strategy, model.variables, "model")
-        return model
+                "Trainer.from_compiled needs a keras.Model compiled with an optimizer and a "
+                f"loss; got {show(model)}. Call model.compile(...) first, or pass the "
+                "optimizer and loss to Trainer(...).")
+        return cls(model, strategy=strategy, steps_per_execution=steps_per_execution,
+                   jit_compile=jit_compile, clipnorm=clipnorm,
+                   gradient_accumulation_steps=gradient_accumulation_steps,
+                   mixed_precision=mixed_precision)
 
-    def _build_optimizer(self, optimizer):
-        with self.strategy.scope():
-            if isinstance(optimizer, str):
-                try:
-                    optimizer = keras.optimizers.get(optimizer)
-                except ValueError as err:
-                    raise ValueError(f"`optimizer`: {err}") from None
-            elif not isinstance(optimizer, keras.optimizers.Optimizer) and callable(optimizer):
-                optimizer = optimizer()
-            if not isinstance(optimizer, keras.optimizers.Optimizer):
-                raise ValueError(
-                    "`optimizer` must be a keras optimizer, its name, or a function "
-                    f"that builds one; got {type(optimizer).__name__}."
-                )
-            _check_in_scope(self.strategy, optimizer.variables, "optimizer")
-            if getattr(base_optimizer(optimizer), "gradient_accumulation_steps", None):
-                raise ValueError(
-                    "The optimizer has gradient_accumulation_steps set; set it on the "
-                    "Trainer instead (Trainer(..., gradient_accumulation_steps=k)), which "
-                    "accumulates across replicas correctly."
-                )
-            if (self.options.mixed_precision == "mixed_float16"
-                    and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)):
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        return optimizer
+    @property
+    def metrics(self) -> list:
+        """``model.metrics``: the loss tracker, per-output losses and compiled metrics."""
+        return self.model.metrics
+
+    @property
+    def loss(self):
+        """The loss as compiled (``model.loss``)."""
+        return self.model.loss
 
     # Public API ---------------------------------------------------------------
 
-    def fit(self, x, y=None, *, batch_size: int | None = None, epochs: int = 1,
-            validation_data=None, callbacks=None, initial_epoch: int = 0,
-            steps_per_epoch: int | None = None, verbose="auto",
-            backup_dir=None) -> keras.callbacks.History:
+    def fit(self, x=None, y=None, batch_size: int | None = None, epochs: int = 1,
+            verbose="auto", callbacks=None, validation_split: float = 0.0,
+            validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
+            initial_epoch: int = 0, steps_per_epoch: int | None = None,
+            validation_steps: int | None = None, validation_batch_size: int | None = None,
+            validation_freq=1, *, backup_dir=None) -> keras.callbacks.History:
         """Trains the model; returns the ``History`` (one value per epoch).
 
+        The arguments are ``model.fit``'s, with its meaning and defaults, and
+        ``backup_dir``.
+
         Args:
-            x: a ``tf.data.Dataset`` of batches, or NumPy arrays.
-            y: targets when ``x`` is arrays; None for a dataset.
-            batch_size: for arrays; defaults to 32. None for a dataset.
+            x: arrays (NumPy, tensors; a dict or list of them for several
+                inputs), a ``tf.data.Dataset`` of ``(x, y[, sample_weight])``
+                batches, a ``keras.utils.PyDataset`` or a generator.
+            y: targets when ``x`` is arrays (a dict or list for several
+                outputs); None otherwise.
+            batch_size: for arrays; defaults to 32. None for the other kinds.
             epochs: index of the epoch to stop after. Defaults to 1.
-            validation_data: ``(x_val, y_val)`` arrays or a dataset,
-                evaluated after every epoch into ``val_``-prefixed logs.
-                Defaults to None.
+            verbose: ``"auto"`` (a progress bar on the chief), 0, 1 or 2.
             callbacks: Keras or kit callbacks. Defaults to None.
+            validation_split: the fraction of the arrays (the last part,
+                before shuffling) kept for validation. Defaults to 0.
+            validation_data: ``(x_val, y_val)``, ``(x_val, y_val,
+                sample_weight_val)``, a dataset, ``PyDataset`` or generator,
+                evaluated into ``val_``-prefixed logs. Defaults to None.
+            shuffle: shuffle arrays at every epoch (``"batch"``: in batch-sized
+                chunks); a ``PyDataset``'s batch order too; datasets and
+                generators shuffle themselves. Defaults to True.
+            class_weight: ``{class index: weight}``, turned into sample
+                weights (one output). Defaults to None.
+            sample_weight: per-sample weights of the arrays (per output in a
+                dict or list). Defaults to None.
             initial_epoch: epoch to start from. Defaults to 0.
             steps_per_epoch: steps per epoch; then one iterator runs on across
-                epochs (use a ``.repeat()``-ed dataset) and training stops with
-                a warning if it runs dry. Defaults to None: one pass per epoch.
-            verbose: ``"auto"`` (a progress bar on the chief), 0, 1 or 2.
+                epochs (use a ``.repeat()``-ed dataset); when the data runs out,
+                the epoch ends there with a warning and the next one reads the
+                data from its start, as in ``model.fit``. Defaults to None: one
+                pass per epoch.
+            validation_steps: validation batches per evaluation. Defaults to
+                None: the whole validation data.
+            validation_batch_size: for validation arrays. Defaults to None
+                (``batch_size``).
+            validation_freq: validate every this many epochs (an int), or
+                after the epochs (1-based) in a list. Defaults to 1.
             backup_dir: a directory for epoch-end checkpoints (model,
                 optimizer, counters, the state of the kit callbacks). If it
                 holds one, training resumes from it: a run killed and started
@@ -256,83 +312,165 @@ class Trainer:
         """
         epochs = check_int("epochs", epochs, minimum=1)
         initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0)
-        if steps_per_epoch is not None:
-            steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1)
-        verbose = check_choice("verbose", verbose, ("auto", 0, 1, 2))
+        steps_per_epoch = _optional_int("steps_per_epoch", steps_per_epoch)
+        validation_steps = _optional_int("validation_steps", validation_steps)
+        validation_freq = _check_validation_freq(validation_freq)
+        verbose = check_choice("verbose", verbose, _VERBOSE)
+        shuffle = check_choice("shuffle", shuffle, (True, False, "batch"))
         callbacks = check_callbacks(callbacks)
         _refuse_backup_callbacks(callbacks)
-        dataset = _data.as_dataset(x, y, batch_size)
-        val_dataset = None
+        if validation_split and validation_data is None:
+            (x, y, sample_weight), validation_data = _data.split_for_validation(
+                x, y, sample_weight, validation_split)
+        elif validation_split:
+            _data.split_for_validation(x, y, sample_weight, validation_split)  # checks only
+        train = _data.source(x, y, sample_weight, batch_size=batch_size, steps=steps_per_epoch,
+                             shuffle=shuffle, class_weight=class_weight,
+                             targets_required=self.model.loss is not None)
+        val = None
         if validation_data is not None:
-            val_dataset = _validation_dataset(validation_data, batch_size)
-        self._prepare(dataset)
-        if val_dataset is not None:
-            _data.check_inputs(self.model, _data.split_spec(val_dataset)[0])
+            val = _data.validation_source(
+                validation_data, batch_size=validation_batch_size or batch_size,
+                steps=validation_steps)
+        self._prepare(train)
+        if val is not None:
+            self._check_source(val)
         backup = None
         if backup_dir is not None:
             backup = Backup(backup_dir, self.model, self.optimizer, extra=self._accumulated())
-        if verbose == "auto":
-            verbose = 1 if is_chief() else 0
         with self.strategy.scope():
-            train = _data.Feed(self.strategy, dataset, steps_per_epoch)
-            val = None if val_dataset is None else _data.Feed(self.strategy, val_dataset)
-            callback_list = keras.callbacks.CallbackList(
-                callbacks, add_history=True, add_progbar=verbose != 0, model=self.model,
-                verbose=verbose, epochs=epochs, steps=train.steps)
-            self._fit_loop(train, val, callback_list, epochs=epochs,
-                           initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                           backup=backup)
+            train_feed = _data.Feed(self.strategy, train, steps_per_epoch)
+            val_feed = None if val is None else _data.Feed(self.strategy, val, validation_steps,
+                                                           from_start=True)
+            callback_list = self._callback_list(callbacks, verbose, epochs, train_feed.steps,
+                                                 history=True)
+            self._fit_loop(train_feed, val_feed, callback_list, epochs=epochs,
+                           initial_epoch=initial_epoch,
+                           validation_freq=validation_freq, backup=backup)
         return self.model.history
 
-    def evaluate(self, x, y=None, *, batch_size: int | None = None, return_dict: bool = True):
-        """Returns the loss and metrics over ``x`` (same keys as ``fit``'s logs).
+    def evaluate(self, x=None, y=None, batch_size: int | None = None, verbose="auto",
+                 sample_weight=None, steps: int | None = None, callbacks=None,
+                 return_dict: bool = True):
+        """Returns the loss and metrics over ``x`` (the keys of ``fit``'s logs).
+
+        The arguments are ``model.evaluate``'s, with its meaning; only the
+        default of ``return_dict`` differs (True: a dict).
 
         Args:
-            x: a ``tf.data.Dataset`` of batches, or NumPy arrays.
-            y: targets when ``x`` is arrays.
+            x, y, sample_weight: as for :meth:`fit`.
             batch_size: for arrays; defaults to 32.
+            verbose: ``"auto"`` (a progress bar on the chief), 0, 1 or 2.
+            steps: batches to evaluate. Defaults to None: all of ``x``.
+            callbacks: Keras callbacks (their ``on_test_*`` hooks). Defaults
+                to None.
             return_dict: a dict (default); else a list in the order ``loss``,
                 metrics (a single float when there is no metric), as
                 ``model.evaluate`` returns.
         """
-        dataset = _data.as_dataset(x, y, batch_size)
-        self._prepare(dataset)
+        verbose = check_choice("verbose", verbose, _VERBOSE)
+        steps = _optional_int("steps", steps)
+        callbacks = check_callbacks(callbacks)
+        data = _data.source(x, y, sample_weight, batch_size=batch_size, steps=steps,
+                            targets_required=self.model.loss is not None)
+        self._prepare(data)
         with self.strategy.scope():
-            logs = self._run_test(_data.Feed(self.strategy, dataset),
-                                  keras.callbacks.CallbackList(None, model=self.model))
+            feed = _data.Feed(self.strategy, data, steps, from_start=True)
+            callback_list = self._callback_list(callbacks, verbose, 1, feed.steps)
+            logs = self._run_test(feed, callback_list)
         if return_dict:
             return logs
         values = list(logs.values())
         return values[0] if len(values) == 1 else values
 
+    def predict(self, x, batch_size: int | None = None, verbose="auto",
+                steps: int | None = None, callbacks=None):
+        """The model's outputs for ``x``, batch after batch, in order.
+
+        The arguments are ``model.predict``'s, with its meaning.
+
+        Args:
+            x: arrays, a dataset (of ``x`` or ``(x, ...)`` batches), a
+                ``PyDataset`` or a generator.
+            batch_size: for arrays; defaults to 32.
+            verbose: ``"auto"`` (a progress bar on the chief), 0, 1 or 2.
+            steps: batches to predict. Defaults to None: all of ``x``.
+            callbacks: Keras callbacks (their ``on_predict_*`` hooks).
+                Defaults to None.
+
+        Returns:
+            NumPy arrays in the structure of the model's outputs.
+        """
+        verbose = check_choice("verbose", verbose, _VERBOSE)
+        steps = _optional_int("steps", steps)
+        callbacks = check_callbacks(callbacks)
+        data = _data.source(x, batch_size=batch_size, steps=steps)
+        x_spec = self._check_source(data, targets_required=False)[0]
+        with self.strategy.scope():  # builds an unbuilt model, in the scope
+            output_spec = self.model.compute_output_spec(tf.nest.map_structure(
+                lambda s: keras.KerasTensor(s.shape, s.dtype.name), x_spec))
+        _setup.check_in_scope(self.strategy, self.model.variables, "model")
+        with self.strategy.scope():
+            feed = _data.Feed(self.strategy, data, steps)
+            callback_list = self._callback_list(callbacks, verbose, 1, feed.steps)
+            fn = self._function("predict", feed.exact, output_spec)
+            callback_list.on_predict_begin()
+            batches = []
+            iterator, known_steps = feed.begin_epoch()
+            done = 0
+            for done, outputs in self._executions(
+                    fn, iterator, known_steps, callback_list.on_predict_batch_begin, None,
+                    logs_of=_numpy_list):
+                batches.append(outputs)
+                callback_list.on_predict_batch_end(
+                    done - 1, {"outputs": tf.nest.pack_sequence_as(output_spec, outputs)})
+            feed.end_epoch(done)
+            callback_list.on_predict_end()
+        if not batches:
+            raise ValueError("Trainer.predict: `x` had no data to predict on.")
+        flat = [np.concatenate(parts) for parts in zip(*batches)]
+        return tf.nest.pack_sequence_as(output_spec, flat)
+
+    def trace_counts(self) -> dict[str, int]:
+        """How often each compiled execution was traced so far, by name:
+        ``"train/exact"`` (data of known length: a counted loop),
+        ``"train/guarded"`` (data that may end inside an execution), and the
+        same for ``"test/..."`` and ``"predict/..."``.
+
+        A second identical ``fit`` call adds nothing; see the class docstring
+        for what traces again.
+        """
+        counts = dict(self._retired_traces)
+        for (kind, exact), fn in self._functions.items():
+            name = f"{kind}/{'exact' if exact else 'guarded'}"
+            counts[name] = counts.get(name, 0) + fn.experimental_get_tracing_count()
+        return counts
+
     # Preparation -------------------------------------------------------------
 
-    def _prepare(self, dataset) -> None:
-        """Builds model, optimizer, metrics and loop state in the scope, once."""
-        x_spec, y_spec = _data.split_spec(dataset)
+    def _prepare(self, data) -> None:
+        """Builds the model, the compiled loss and metrics, the optimizer and the
+        loop state in the scope (what is built already stays); checks the data
+        against the model."""
+        spec = self._check_source(data)
         with self.strategy.scope():
-            if not self.model.built:
-                with _dtype_policy(self.options.mixed_precision):
-                    _data.build_if_needed(self.model, x_spec)
-                _check_in_scope(self.strategy, self.model.variables, "model")
-            _data.check_inputs(self.model, x_spec)
+            was_built = self.model.built
+            with _setup.dtype_policy(self.options.mixed_precision):
+                private.build_compiled_state(self.model, spec)
             if not self.optimizer.built:
                 self.optimizer.build(self.model.trainable_variables)
-            if getattr(self.model, "optimizer", None) is not self.optimizer:
-                # Callbacks (Keras's and the kit's) reach the optimizer here.
-                self.model.optimizer = self.optimizer
-            if self.metrics is None:
-                self.metrics = _make_metrics(self._metric_specs, self.model, x_spec, y_spec)
-                self._tracker = LossTracker()
+            if not was_built:
+                _setup.check_in_scope(self.strategy, self.model.variables, "model")
             if self.options.gradient_accumulation_steps > 1 and self._accumulation is None:
                 self._accumulation = Accumulation(self.model.trainable_variables)
                 # A DivergenceGuard rollback must not apply the gathered gradients.
                 on_restore(self.model, "accumulated_gradients", self._accumulation.reset)
-        if self._builder is None:
-            self._builder = LoopBuilder(
-                strategy=self.strategy, model=self.model, optimizer=self.optimizer,
-                loss_fn=self._loss_fn, metrics=self.metrics, tracker=self._tracker,
-                options=self.options, accumulation=self._accumulation)
+
+    def _check_source(self, data, *, targets_required: bool = True):
+        needs_targets = targets_required and self.model.loss is not None
+        spec = _data.split_spec(data.dataset, targets_required=needs_targets)
+        _data.check_inputs(self.model, spec[0])
+        return spec
 
     def _accumulated(self) -> dict:
         if self._accumulation is None:
@@ -340,37 +478,48 @@ class Trainer:
         return {"accumulated_gradients": self._accumulation.gradients,
                 "accumulated_micro_steps": self._accumulation.micro_steps}
 
-    def _train_function(self, exact: bool):
-        # The traced step captured the optimizer's learning-rate graph and the
-        # model's penalties: a new rate object, or anything the kit signals
-        # through `_optimizer.invalidate_traces` (a ControlledSchedule
-        # installed in on_train_begin, a new schedule, regularizers.apply),
-        # needs a new trace; variable writes do not.
-        signature = self._graph_signature()
-        if self._trace_signature is None or signature != self._trace_signature:
-            self._train_fns = {}
-            self._trace_signature = signature
-        if exact not in self._train_fns:
-            self._train_fns[exact] = self._builder.train_execution(exact)
-        return self._train_fns[exact]
+    def _function(self, kind: str, exact: bool, *args):
+        """The cached compiled execution of ``kind``, traced again only when
+        the step's graph changed (see the class docstring)."""
+        # The traced step captured the optimizer's learning-rate graph, the
+        # model's penalties and its compiled loss and metrics: a new rate
+        # object, anything the kit signals through
+        # `_optimizer.invalidate_traces` (a ControlledSchedule installed in
+        # on_train_begin, regularizers.apply) or a new compile needs a new
+        # trace; variable writes do not.
+        signature = (_optimizer.trace_version(self.model),
+                     id(_optimizer.rate_object(self.optimizer)),
+                     id(private.loss_tracker(self.model)), self.model.optimizer is self.optimizer)
+        if signature != self._signature:
+            if self.model.optimizer is not self.optimizer:  # compiled again
+                _setup.check_compiled(self.model, self.strategy)
+                self.optimizer = self.model.optimizer
+            for name, count in self.trace_counts().items():
+                self._retired_traces[name] = count
+            self._functions, self._builder, self._signature = {}, None, signature
+        key = (kind, exact)
+        if key not in self._functions:
+            if self._builder is None:
+                self._builder = LoopBuilder(
+                    strategy=self.strategy, model=self.model, optimizer=self.optimizer,
+                    options=self.options, accumulation=self._accumulation)
+            make = {"train": self._builder.train_execution,
+                    "test": self._builder.test_execution,
+                    "predict": self._builder.predict_execution}[kind]
+            self._functions[key] = make(exact, *args)
+        return self._functions[key]
 
-    def _test_function(self, exact: bool):
-        version = self._graph_signature()
-        if version != self._test_signature:
-            self._test_fns = {}
-            self._test_signature = version
-        if exact not in self._test_fns:
-            self._test_fns[exact] = self._builder.test_execution(exact)
-        return self._test_fns[exact]
-
-    def _graph_signature(self) -> tuple:
-        return (_optimizer.trace_version(self.model),
-                id(_optimizer.rate_object(self.optimizer)))
+    def _callback_list(self, callbacks, verbose, epochs, steps, *, history=False):
+        if verbose == "auto":
+            verbose = 1 if is_chief() else 0
+        return keras.callbacks.CallbackList(
+            callbacks, add_history=history, add_progbar=verbose != 0, model=self.model,
+            verbose=verbose, epochs=epochs, steps=steps)
 
     # Host-side loop ------------------------------------------------------------
 
-    def _fit_loop(self, train, val, callbacks, *, epochs, initial_epoch, steps_per_epoch,
-                  backup):
+    def _fit_loop(self, train, val, callbacks, *, epochs, initial_epoch,
+                  validation_freq, backup):
         start, global_step = initial_epoch, 0
         if backup is not None:
             restored = backup.restore(callbacks.callbacks)
@@ -389,18 +538,21 @@ class Trainer:
             backup.restore_lr_control()
         try:
             for epoch in range(start, epochs):
-                train_fn = self._train_function(train.exact)
+                train_fn = self._function("train", train.exact)
                 callbacks.on_epoch_begin(epoch)
-                epoch_logs, steps, ran_dry = self._run_epoch(
-                    train_fn, train.epoch_iterator(), callbacks, epoch, epochs, train.steps,
-                    steps_per_epoch, global_step)
-                global_step += steps
-                if val is not None:
+                iterator, steps = train.begin_epoch()
+                epoch_logs, done = self._run_epoch(train_fn, iterator, steps, callbacks, epoch,
+                                                   epochs, global_step)
+                if train.end_epoch(done, stopped=bool(self.model.stop_training)):
+                    _warn_ran_out("input", done, "steps_per_epoch", train.steps_per_epoch,
+                                  f" in epoch {epoch + 1}")
+                global_step += done
+                if val is not None and _should_validate(epoch, validation_freq):
                     val_logs = self._run_test(val, callbacks)
                     epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
                 callbacks.on_epoch_end(epoch, epoch_logs)
                 logs = epoch_logs
-                stop = bool(self.model.stop_training) or ran_dry
+                stop = bool(self.model.stop_training)
                 if backup is not None:
                     backup.save(epoch + 1, global_step, callbacks.callbacks, stopped=stop)
                 if stop:
@@ -415,55 +567,58 @@ class Trainer:
                 backup.close()
         callbacks.on_train_end(logs)
 
-    def _run_epoch(self, train_fn, iterator, callbacks, epoch, epochs, known_steps,
-                   steps_per_epoch, global_step):
-        step, logs = 0, {}
-        for step, logs in self._executions(train_fn, iterator, known_steps,
+    def _run_epoch(self, train_fn, iterator, steps, callbacks, epoch, epochs, global_step):
+        done, logs = 0, {}
+        for done, logs in self._executions(train_fn, iterator, steps,
                                            callbacks.on_train_batch_begin,
                                            callbacks.on_train_batch_end):
-            self._check_finite(logs, epoch, epochs, global_step + step)
+            self._check_finite(logs, epoch, epochs, global_step + done)
             if self.model.stop_training:
                 break
-        ran_dry = (steps_per_epoch is not None and step < steps_per_epoch
-                   and not self.model.stop_training)
-        if ran_dry:
-            warnings.warn(
-                f"Trainer: the input ran out of data after {step} of steps_per_epoch="
-                f"{steps_per_epoch} steps in epoch {epoch + 1}; stopping training. Use "
-                "a dataset that repeats (dataset.repeat()).",
-                RuntimeWarning, stacklevel=4)
-        elif step == 0:
+        if done == 0:
             warnings.warn(f"Trainer: epoch {epoch + 1} had no data.", RuntimeWarning,
                           stacklevel=4)
-        return dict(logs), step, ran_dry
+        return dict(logs), done
 
     def _run_test(self, feed, callbacks) -> dict:
         callbacks.on_test_begin()
+        iterator, steps = feed.begin_epoch()
         executions = list(self._executions(
-            self._test_function(feed.exact), feed.epoch_iterator(), feed.steps,
+            self._function("test", feed.exact), iterator, steps,
             callbacks.on_test_batch_begin, callbacks.on_test_batch_end))
-        logs = executions[-1][1] if executions else {}
+        done, logs = executions[-1] if executions else (0, {})
+        if feed.end_epoch(done):
+            _warn_ran_out("validation data", done, "validation_steps", feed.steps_per_epoch, "")
         callbacks.on_test_end(logs)
         return dict(logs)
 
-    def _executions(self, fn, iterator, known_steps, on_batch_begin, on_batch_end):
+    def _executions(self, fn, iterator, known_steps, on_batch_begin, on_batch_end,
+                    logs_of=None):
         """Runs ``fn`` one execution at a time, with the batch hooks around each.
 
         Yields ``(steps done so far, logs)`` after each execution; ends when
         ``known_steps`` are done or the data runs out (a short execution).
         """
+        logs_of = logs_of or _to_python
         spe = self.options.steps_per_execution
-        step = 0
+        step, call = 0, None
         while known_steps is None or step < known_steps:
             n = spe if known_steps is None else min(spe, known_steps - step)
             on_batch_begin(step)
-            done, results = fn(iterator, self._count(n), self._flags[step == 0])
+            arguments = (iterator, self._count(n), self._flags[step == 0])
+            if call is None:
+                # The traced function, found once: calling it directly skips
+                # tf.function's argument matching at every execution (a
+                # quarter of a small model's step at steps_per_execution=1).
+                call = fn.get_concrete_function(*arguments)
+            done, results = call(*arguments)
             done = int(done)
             if done == 0:
                 return
-            logs = _to_python(results)
+            logs = logs_of(results)
             step += done
-            on_batch_end(step - 1, logs)
+            if on_batch_end is not None:
+                on_batch_end(step - 1, logs)
             yield step, logs
             if done < n:
                 return
@@ -490,143 +645,33 @@ class Trainer:
 # Helpers ----------------------------------------------------------------------
 
 
-def _pick_strategy(strategy, model):
-    if strategy is not None:
-        return resolve_strategy(strategy)
-    own = getattr(model, "_distribute_strategy", None) if isinstance(model, keras.Model) else None
-    return own if own is not None else resolve_strategy("auto")
+def _optional_int(name, value):
+    return None if value is None else check_int(name, value, minimum=1)
 
 
-@contextlib.contextmanager
-def _dtype_policy(name):
-    if name is None:
-        yield
-        return
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def _check_in_scope(strategy, variables, what: str) -> None:
-    for variable in variables:
-        tf_variable = variable.value if isinstance(variable, keras.Variable) else variable
-        if not strategy.extended.variable_created_in_scope(tf_variable):
-            raise ValueError(
-                f"The {what}'s variables were created outside the scope of the Trainer's "
-                f"strategy ({type(strategy).__name__}), e.g. {variable.path!r}. Either "
-                f"build the {what} under `strategy.scope()` and pass that strategy "
-                "(`with strategy.scope(): model = make_model()`), or pass a function "
-                "that builds it (`Trainer(make_model, lambda: keras.optimizers.SGD(0.1), "
-                "...)`): the Trainer calls it inside `trainer.strategy.scope()`."
-            )
-
-
-def _per_example_loss(loss):
-    """``(y_true, y_pred) -> [batch]`` float32 per-example losses."""
-    fn = loss
-    if isinstance(loss, str):
-        try:
-            fn = keras.losses.get(loss)
-        except ValueError as err:
-            raise ValueError(f"`loss`: {err}") from None
-    if isinstance(fn, keras.losses.Loss):
-        try:
-            fn = type(fn).from_config({**fn.get_config(), "reduction": "none"})
-        except (TypeError, ValueError):
-            fn = fn.call
-    elif not callable(fn):
+def _check_validation_freq(value):
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+        return list(value)
+    if isinstance(value, (list, tuple)):
         raise ValueError(
-            "`loss` must be a Keras loss name, a keras.losses.Loss or a function "
-            f"(y_true, y_pred) -> per-example losses; got {type(loss).__name__}."
-        )
-
-    def per_example(y_true, y_pred):
-        values = tf.cast(fn(y_true, y_pred), tf.float32)
-        rank = values.shape.rank
-        if rank == 0:  # A batch mean: spread it over the batch.
-            return tf.fill(tf.shape(tf.nest.flatten(y_pred)[0])[:1], values)
-        if rank > 1:
-            values = tf.reduce_mean(values, axis=list(range(1, rank)))
-        return values
-
-    return per_example
+            "`validation_freq` must be an integer >= 1 or a non-empty list of epoch "
+            f"numbers >= 1 (1-based, as model.fit takes them); got {show(value)}.")
+    return check_int("validation_freq", value, minimum=1)
 
 
-def _check_metric_specs(metrics, strategy) -> list:
-    if metrics is None:
-        return []
-    if isinstance(metrics, (str, keras.metrics.Metric)) or not isinstance(
-            metrics, (list, tuple)):
-        metrics = [metrics]
-    for metric in metrics:
-        if isinstance(metric, keras.metrics.Metric):
-            _check_in_scope(strategy, metric.variables, f"metric {metric.name!r}")
-        elif isinstance(metric, str):
-            _check_metric_name(metric, strategy)
-        elif not callable(metric):
-            raise ValueError(
-                "`metrics` must be metric names, keras metrics or functions; got "
-                f"{show(metric)}."
-            )
-    return list(metrics)
+def _should_validate(epoch: int, validation_freq) -> bool:
+    if isinstance(validation_freq, list):
+        return epoch + 1 in validation_freq
+    return (epoch + 1) % validation_freq == 0
 
 
-def _check_metric_name(name: str, strategy) -> None:
-    """Fails at construction, not at the first ``fit``, on a name Keras does not know."""
-    if name.lower() in ("accuracy", "acc", "crossentropy", "ce"):  # resolved by get_metric
-        return
-    try:
-        with strategy.scope():  # what Keras builds for the check is thrown away
-            keras.metrics.get(name)
-    except ValueError as err:
-        raise ValueError(f"`metrics`: {err}") from None
-
-
-def _make_metrics(specs, model, x_spec, y_spec) -> list:
-    try:  # How model.compile resolves names, "accuracy" included.
-        from keras.src.trainers.compile_utils import get_metric
-    except ImportError:  # pragma: no cover - a Keras without it
-        get_metric = None
-    y_pred_spec = None
-    metrics = []
-    for spec in specs:
-        if isinstance(spec, keras.metrics.Metric):
-            metrics.append(spec)
-            continue
-        if isinstance(spec, str) and spec.lower() in ("accuracy", "acc") and y_pred_spec is None:
-            y_pred_spec = _output_spec(model, x_spec)
-        if get_metric is not None:
-            metric = get_metric(spec, y_spec, y_pred_spec)
-        else:  # pragma: no cover
-            metric = keras.metrics.get(spec)
-        metrics.append(metric)
-    names = [m.name for m in metrics]
-    if len(set(names)) != len(names) or "loss" in names:
-        raise ValueError(f"Metric names must be unique and not 'loss'; got {names}.")
-    return metrics
-
-
-def _output_spec(model, x_spec):
-    outputs = getattr(model, "outputs", None)
-    if outputs:
-        return tf.nest.flatten(outputs)[0]
-    inputs = tf.nest.map_structure(lambda s: keras.KerasTensor(s.shape, s.dtype.name), x_spec)
-    return tf.nest.flatten(model.compute_output_spec(inputs))[0]
-
-
-def _validation_dataset(validation_data, batch_size):
-    if isinstance(validation_data, tf.data.Dataset):
-        return validation_data
-    if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
-        return _data.as_dataset(validation_data[0], validation_data[1], batch_size,
-                                argument="validation_data[0]")
-    raise ValueError(
-        "`validation_data` must be a tf.data.Dataset or a tuple (x_val, y_val); got "
-        f"{type(validation_data).__name__}."
-    )
+def _warn_ran_out(what, done, argument, wanted, where) -> None:
+    warnings.warn(
+        f"Trainer: the {what} ran out of data after {done} of {argument}={wanted} steps"
+        f"{where}; it ends there and the next one reads the data from its start, as in "
+        "model.fit. Use a dataset that repeats (dataset.repeat()) for whole epochs.",
+        RuntimeWarning, stacklevel=4)
 
 
 def _refuse_backup_callbacks(callbacks) -> None:
@@ -650,6 +695,10 @@ def _to_python(results) -> dict:
         array = value.numpy()
         logs[name] = float(array) if np.ndim(array) == 0 else array
     return logs
+
+
+def _numpy_list(results) -> list:
+    return [value.numpy() for value in results]
 
 
 def _end_after_error(callbacks, logs) -> None:

@@ -5,13 +5,12 @@ tests/conftest.py splits the CPU into two logical devices, so
 MirroredStrategy(["/cpu:0", "/cpu:1"]) runs two real replicas here.
 """
 
-import functools
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from keras import ops
+from kit_testing import two_replicas
 
 from kerastune_kit import Trainer
 
@@ -32,64 +31,12 @@ def mlp(regularizer=None, seed=1):
     ])
 
 
+def train_traces(trainer):
+    return {k: v for k, v in trainer.trace_counts().items() if k.startswith("train/")}
+
+
 def max_diff(a, b):
     return max(float(np.abs(u - v).max()) for u, v in zip(a, b))
-
-
-@functools.cache
-def two_replicas():
-    # Reduction to one device: collective ops' instance keys are per strategy
-    # object, and other MirroredStrategy objects of this test process would
-    # reuse them (a TensorFlow limitation, not the Trainer's). The two-worker
-    # test runs real collectives.
-    return tf.distribute.MirroredStrategy(
-        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
-
-
-def test_matches_model_fit_losses_metrics_and_weights():
-    x, y = data()  # 50 examples, batch 8: a partial last batch of 2.
-    reference = mlp()
-    reference.compile(keras.optimizers.SGD(0.05), "mse", metrics=["mae"])
-    expected = reference.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0,
-                             validation_data=(x[:20], y[:20]))
-
-    trainer = Trainer(mlp(), keras.optimizers.SGD(0.05), "mse", metrics=["mae"],
-                      steps_per_execution=3)  # 7 batches: executions of 3, 3 and 1.
-    history = trainer.fit(x, y, batch_size=8, epochs=3, verbose=0,
-                          validation_data=(x[:20], y[:20]))
-
-    assert set(history.history) == set(expected.history)
-    for key, values in expected.history.items():
-        np.testing.assert_allclose(history.history[key], values, atol=1e-5, err_msg=key)
-    assert max_diff(trainer.model.get_weights(), reference.get_weights()) < 1e-5
-    assert int(trainer.optimizer.iterations.numpy()) == 21
-    # Built once: no retrace per epoch or for the partial last execution.
-    assert trainer._train_fns[True].experimental_get_tracing_count() == 1
-
-    # A dataset of unknown length: each step is guarded, the data runs out
-    # inside the third execution of each epoch, and nothing else changes.
-    unknown = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda *_: True).batch(8)
-    guarded = Trainer(mlp(), keras.optimizers.SGD(0.05), "mse", metrics=["mae"],
-                      steps_per_execution=3)
-    history = guarded.fit(unknown, epochs=3, verbose=0, validation_data=(x[:20], y[:20]))
-    for key, values in expected.history.items():
-        np.testing.assert_allclose(history.history[key], values, atol=1e-5, err_msg=key)
-    assert list(guarded._train_fns) == [False]
-    assert guarded._train_fns[False].experimental_get_tracing_count() == 1
-
-
-def test_dataset_input_with_sample_weights_matches_model_fit():
-    x, y = data(n=40)
-    weights = np.linspace(0.5, 2.0, 40).astype("float32")
-    reference = mlp()
-    reference.compile(keras.optimizers.SGD(0.05), "mse")
-    expected = reference.fit(x, y, sample_weight=weights, batch_size=10, epochs=2,
-                             shuffle=False, verbose=0)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(10)
-    trainer = Trainer(mlp(), keras.optimizers.SGD(0.05), "mse")
-    history = trainer.fit(dataset, epochs=2, verbose=0)
-    np.testing.assert_allclose(history.history["loss"], expected.history["loss"], atol=1e-5)
-    assert max_diff(trainer.model.get_weights(), reference.get_weights()) < 1e-5
 
 
 def fit_both(config, x, y, batch_size=8, epochs=3):
@@ -100,7 +47,7 @@ def fit_both(config, x, y, batch_size=8, epochs=3):
     for strategy in ("default", two_replicas()):
         trainer = Trainer(lambda: mlp(keras.regularizers.L2(0.01)), optimizer, "mse",
                           metrics=["mae"], strategy=strategy, steps_per_execution=2, **config)
-        history = trainer.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
+        history = trainer.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=False)
         runs.append((trainer, history.history, trainer.model.get_weights()))
     return runs
 
@@ -137,7 +84,7 @@ def test_two_replicas_match_one_replica(config):
     elif "clipnorm" in config:  # The clip was active: unclipped runs end elsewhere.
         unclipped = Trainer(lambda: mlp(keras.regularizers.L2(0.01)),
                             lambda: keras.optimizers.SGD(0.1), "mse", steps_per_execution=2)
-        unclipped.fit(x, y, batch_size=8, epochs=3, verbose=0)
+        unclipped.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False)
         assert max_diff(unclipped.model.get_weights(), w1) > 1e-2
 
 
@@ -158,17 +105,17 @@ def test_clipnorm_clips_the_global_norm_in_closed_form():
     x = np.array([[2.0, 4.0], [4.0, 4.0]], "float32")
     trainer = Trainer(lr_probe, lambda: keras.optimizers.SGD(0.5), mean_prediction, clipnorm=1.0,
                       strategy=two_replicas())
-    trainer.fit(x, np.zeros((2, 1), "float32"), batch_size=2, verbose=0)
+    trainer.fit(x, np.zeros((2, 1), "float32"), batch_size=2, verbose=0, shuffle=False)
     np.testing.assert_allclose(trainer.model.get_weights()[0][:, 0], [-0.3, -0.4], atol=1e-6)
 
 
 def test_accumulation_equals_one_step_on_a_k_times_bigger_batch():
     x, y = data(n=12)
     big = Trainer(mlp(), keras.optimizers.SGD(0.1), "mse")
-    big.fit(x, y, batch_size=12, verbose=0)
+    big.fit(x, y, batch_size=12, verbose=0, shuffle=False)
     accumulated = Trainer(mlp(), keras.optimizers.SGD(0.1), "mse",
                           gradient_accumulation_steps=3, steps_per_execution=2)
-    accumulated.fit(x, y, batch_size=4, verbose=0)
+    accumulated.fit(x, y, batch_size=4, verbose=0, shuffle=False)
     assert int(accumulated.optimizer.iterations.numpy()) == 1
     assert max_diff(big.model.get_weights(), accumulated.model.get_weights()) < 1e-6
 
@@ -208,11 +155,11 @@ def test_jit_compile_gives_the_same_run(strategy):
     # forward and backward pass (a cross-replica sum cannot sit inside it).
     x, y = data(n=40)
     plain = Trainer(mlp(), keras.optimizers.SGD(0.05), "mse", steps_per_execution=4)
-    expected = plain.fit(x, y, batch_size=8, epochs=2, verbose=0).history["loss"]
+    expected = plain.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False).history["loss"]
     jitted = Trainer(mlp, lambda: keras.optimizers.SGD(0.05), "mse", steps_per_execution=4,
                      jit_compile=True,
                      strategy=two_replicas() if strategy == "two_replicas" else strategy)
-    history = jitted.fit(x, y, batch_size=8, epochs=2, verbose=0).history["loss"]
+    history = jitted.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False).history["loss"]
     assert jitted._builder._jit_whole_step == (strategy == "one_device")
     np.testing.assert_allclose(history, expected, rtol=1e-5)
     assert max_diff(plain.model.get_weights(), jitted.model.get_weights()) < 1e-5
@@ -230,7 +177,7 @@ def test_mixed_precision_matches_model_fit_under_the_same_policy(policy):
     expected = reference.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
 
     trainer = Trainer(mlp, lambda: keras.optimizers.SGD(0.05), "mse", mixed_precision=policy)
-    history = trainer.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    history = trainer.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
     assert keras.config.dtype_policy().name == "float32"  # Global policy restored.
     assert trainer.model.layers[0].compute_dtype == policy.split("_")[1]
     scaled = isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -254,16 +201,24 @@ def test_steps_per_epoch_runs_one_iterator_across_epochs():
     history = trainer.fit(repeated, epochs=3, steps_per_epoch=5, verbose=0)
     assert len(history.history["loss"]) == 3
     assert int(trainer.optimizer.iterations.numpy()) == 15
-    assert list(trainer._train_fns) == [True]  # Infinite data: no per-step guard.
+    assert train_traces(trainer) == {"train/exact": 1}  # Infinite data: no per-step guard.
     # The same 15 batches as one run over the repeated data without epochs.
     reference = Trainer(mlp(), keras.optimizers.SGD(0.05), "mse")
     reference.fit(repeated.take(15), verbose=0)
     assert max_diff(trainer.model.get_weights(), reference.model.get_weights()) < 1e-6
 
+    # Finite data (7 batches) and steps_per_epoch=5: as model.fit, an epoch
+    # ends where the data does, with a warning, and the next epoch reads the
+    # data from its start: 5 + 2 + 5 steps.
     finite = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    reference = mlp()
+    reference.compile(keras.optimizers.SGD(0.05), "mse")
+    expected = reference.fit(finite, epochs=3, steps_per_epoch=5, verbose=0)
     dry = Trainer(mlp(), keras.optimizers.SGD(0.05), "mse", steps_per_execution=2)
-    with pytest.warns(RuntimeWarning, match=r"ran out of data after 2 of steps_per_epoch=5 "
-                                            r"steps in epoch 2; stopping training"):
+    with pytest.warns(RuntimeWarning, match=r"input ran out of data after 2 of "
+                                            r"steps_per_epoch=5 steps in epoch 2; it ends"):
         history = dry.fit(finite, epochs=3, steps_per_epoch=5, verbose=0)
-    assert len(history.history["loss"]) == 2
-    assert int(dry.optimizer.iterations.numpy()) == 7
+    assert len(history.history["loss"]) == 3
+    assert int(dry.optimizer.iterations.numpy()) == int(reference.optimizer.iterations) == 12
+    np.testing.assert_allclose(history.history["loss"], expected.history["loss"], atol=1e-5)
+    assert max_diff(dry.model.get_weights(), reference.get_weights()) < 1e-5

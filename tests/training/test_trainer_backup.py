@@ -26,7 +26,8 @@ def fit(t, backup_dir, epochs, crash_after=None):
 
         callbacks.append(CrashAfter(crash_after))
     return t.fit(x, x[:, :1] if t.model.output_shape[-1] == 1 else x, batch_size=4,
-                 epochs=epochs, verbose=0, backup_dir=backup_dir, callbacks=callbacks)
+                 epochs=epochs, verbose=0, shuffle=False, backup_dir=backup_dir,
+                 callbacks=callbacks)
 
 
 def crashed_run(backup_dir):

@@ -75,7 +75,7 @@ def test_time_based_lr_changes_the_rate_at_every_step_inside_an_execution():
     trainer = Trainer(lr_probe(), keras.optimizers.SGD(0.0), mean_prediction,
                       steps_per_execution=8)
     x, y = ones(64)
-    history = trainer.fit(x, y, batch_size=4, epochs=3, verbose=0,
+    history = trainer.fit(x, y, batch_size=4, epochs=3, verbose=0, shuffle=False,
                           callbacks=[TimeBasedLR(schedule)])
     per_step = [float(schedule(k)) for k in range(48)]
     assert -weight(trainer.model) == pytest.approx(sum(per_step), rel=1e-5)
@@ -84,7 +84,7 @@ def test_time_based_lr_changes_the_rate_at_every_step_inside_an_execution():
     # A new schedule in a second fit call is a new learning-rate graph: the
     # step is retraced once, then the rate follows the new schedule.
     before = weight(trainer.model)
-    trainer.fit(x, y, batch_size=4, epochs=1, verbose=0,
+    trainer.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False,
                 callbacks=[TimeBasedLR(S.Constant(0.01))])
     assert before - weight(trainer.model) == pytest.approx(16 * 0.01, rel=1e-5)
 
@@ -97,12 +97,12 @@ def test_keras_reduce_lr_on_plateau_takes_effect_without_retracing():
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0,
                                                 min_delta=100.0)
     x, y = ones(16)
-    history = trainer.fit(x, y, batch_size=4, epochs=4, verbose=0,
+    history = trainer.fit(x, y, batch_size=4, epochs=4, verbose=0, shuffle=False,
                           callbacks=[plateau, recorder])
     assert recorder.epoch_lrs == pytest.approx([0.1, 0.1, 0.05, 0.025])
     assert -weight(trainer.model) == pytest.approx(4 * sum(recorder.epoch_lrs), rel=1e-6)
     assert history.history["learning_rate"] == pytest.approx([0.1, 0.1, 0.05, 0.025])
-    assert trainer._train_fns[True].experimental_get_tracing_count() == 1
+    assert trainer.trace_counts()["train/exact"] == 1
 
 
 def test_keras_early_stopping_stops_and_restores_like_model_fit():
@@ -124,7 +124,8 @@ def test_keras_early_stopping_stops_and_restores_like_model_fit():
         callbacks=callbacks))
     trainer = Trainer(small_model(), keras.optimizers.SGD(0.05), "mse")
     history, recorder = run(lambda callbacks: trainer.fit(
-        x, y, batch_size=8, epochs=10, validation_data=val, verbose=0, callbacks=callbacks))
+        x, y, batch_size=8, epochs=10, validation_data=val, verbose=0, shuffle=False,
+        callbacks=callbacks))
 
     assert len(history.history["loss"]) == len(expected.history["loss"]) == 2
     np.testing.assert_allclose(history.history["val_loss"], expected.history["val_loss"],
@@ -141,7 +142,7 @@ def test_keras_tensorboard_writes_the_history(tmp_path):
                       steps_per_execution=2)
     board = keras.callbacks.TensorBoard(str(tmp_path), write_steps_per_second=True)
     history = trainer.fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), verbose=0,
-                          callbacks=[board])
+                          shuffle=False, callbacks=[board])
 
     def scalars(folder, tag):
         (path,) = glob.glob(os.path.join(folder, "events.out.tfevents.*"))
@@ -167,7 +168,7 @@ def test_kit_early_stopping_and_curve_based_lr():
     curve = CurveBasedLR(monitor="val_loss", patience=1, factor=0.5, min_delta=0.0)
     stop = EarlyStopping(monitor="val_loss", patience=3)
     history = trainer.fit(x, y, batch_size=8, epochs=20, validation_data=val, verbose=0,
-                          callbacks=[curve, stop, recorder])
+                          shuffle=False, callbacks=[curve, stop, recorder])
     epochs_run = len(history.history["loss"])
     assert epochs_run == 4  # Best at epoch 0, then three epochs without improvement.
     assert any(event["kind"] == "lr_cut" for event in curve.events)
@@ -191,7 +192,7 @@ def test_stop_training_is_honoured_after_an_execution():
                       steps_per_execution=3)
     recorder = Recorder()
     x, y = ones(40)
-    history = trainer.fit(x, y, batch_size=4, epochs=5, verbose=0,
+    history = trainer.fit(x, y, batch_size=4, epochs=5, verbose=0, shuffle=False,
                           callbacks=[StopAtBatch(4), recorder])
     assert int(trainer.optimizer.iterations.numpy()) == 6  # Two executions of 3.
     assert len(history.history["loss"]) == 1
@@ -212,7 +213,7 @@ def test_on_train_end_runs_when_training_fails():
     recorder = Recorder()
     x, y = ones(8)
     with pytest.raises(RuntimeError, match="boom at epoch 1"):
-        trainer.fit(x, y, batch_size=4, epochs=5, verbose=0,
+        trainer.fit(x, y, batch_size=4, epochs=5, verbose=0, shuffle=False,
                     callbacks=[recorder, FailAtEpoch()])
     assert recorder.calls[-1] == "train_end"
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -82,7 +83,7 @@ def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
                         metrics=["mae"], strategy="default", steps_per_execution=2,
                         clipnorm=1.0)
     x, y = script.data()
-    history = reference.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    history = reference.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False)
     np.testing.assert_allclose(chief["history"]["loss"], history.history["loss"], atol=1e-5)
     for a, b in zip(chief["weights"], reference.model.get_weights()):
         np.testing.assert_allclose(np.array(a), b, atol=1e-5)
@@ -99,6 +100,77 @@ def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
     assert os.listdir(tmp_path / "worker0" / "runs" / "logs" / "train")
     left = [os.path.join(d, n) for d, _, names in os.walk(tmp_path / "worker1") for n in names]
     assert left == []
+
+
+def start_workers(tmp_path, tag, epochs):
+    """Two workers of multiworker_long_fit.py on fresh loopback ports."""
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    processes = []
+    for index in range(2):
+        config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen(
+            [sys.executable, os.path.join(SCRIPTS, "multiworker_long_fit.py"),
+             str(tmp_path / f"{tag}{index}.json"), str(tmp_path / "backup"),
+             str(tmp_path / "marker"), str(epochs)],
+            env=env(TF_CONFIG=json.dumps(config)), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True))
+    return processes
+
+
+def marker(tmp_path) -> int:
+    try:
+        return int((tmp_path / "marker").read_text())
+    except (OSError, ValueError):
+        return -1
+
+
+# TensorFlow's coordination service declares a worker that stopped sending
+# heartbeats dead after its heartbeat timeout (10 s by default; 2-22 s seen);
+# the bound leaves room for a loaded machine and still tells an end from a hang.
+SURVIVOR_BOUND = 60.0
+
+
+def test_a_killed_worker_ends_its_peer_in_bounded_time_and_a_restart_resumes(tmp_path):
+    epochs = 30
+    first = start_workers(tmp_path, "first", epochs)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while marker(tmp_path) < 2 and time.monotonic() < deadline:
+            if any(p.poll() is not None for p in first):
+                break
+            time.sleep(0.02)
+        assert marker(tmp_path) >= 2, finish(first)[0][-3000:]
+        first[1].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        out, _ = first[0].communicate(timeout=TIMEOUT)
+        survivor_seconds = time.monotonic() - killed_at
+    finally:
+        finish(first)
+    assert first[0].returncode not in (0, None), out[-3000:]
+    assert survivor_seconds < SURVIVOR_BOUND, (survivor_seconds, out[-3000:])
+    # A clear error naming the dead peer, not a hang or a silent exit.
+    assert "unhealthy" in out or "task:1" in out, out[-3000:]
+    interrupted_after = marker(tmp_path)
+    assert interrupted_after < epochs - 1  # the kill landed mid-run
+
+    restarted = start_workers(tmp_path, "again", epochs)
+    outputs = finish(restarted)
+    for process, out in zip(restarted, outputs):
+        assert process.returncode == 0, out[-3000:]
+    chief, other = (json.load(open(tmp_path / f"again{i}.json")) for i in range(2))
+    # Resumed after the last epoch the chief backed up, not from scratch.
+    assert chief["epochs"] == other["epochs"] == list(range(chief["epochs"][0], epochs))
+    assert 3 <= chief["epochs"][0] <= interrupted_after + 1
+    # The interrupted and resumed run ends where an uninterrupted one does:
+    # two workers = one replica with the same global batch.
+    script = load_script("multiworker_fit")
+    reference = Trainer(script.make_model, lambda: keras.optimizers.SGD(0.05), "mse",
+                        metrics=["mae"], strategy="default", steps_per_execution=2)
+    x, y = script.data()
+    reference.fit(x, y, batch_size=16, epochs=epochs, verbose=0, shuffle=False)
+    for a, b, c in zip(chief["weights"], other["weights"], reference.model.get_weights()):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+        np.testing.assert_allclose(np.array(a), c, atol=1e-5)
 
 
 def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
@@ -145,13 +217,13 @@ def test_backup_continues_with_more_epochs_and_never_repeats_a_stopped_run(tmp_p
         return keras.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=0, min_delta=100)
 
     first = trainer()
-    first.fit(x, x, batch_size=4, epochs=2, verbose=0, backup_dir=str(tmp_path / "a"),
-              callbacks=[plateau()])
+    first.fit(x, x, batch_size=4, epochs=2, verbose=0, shuffle=False,
+              backup_dir=str(tmp_path / "a"), callbacks=[plateau()])
     weights = first.model.get_weights()
     assert float(first.optimizer.learning_rate.numpy()) == pytest.approx(0.005)
     again = trainer()  # A fresh process would start like this.
-    history = again.fit(x, x, batch_size=4, epochs=3, verbose=0, backup_dir=str(tmp_path / "a"),
-                        callbacks=[plateau()])
+    history = again.fit(x, x, batch_size=4, epochs=3, verbose=0, shuffle=False,
+                        backup_dir=str(tmp_path / "a"), callbacks=[plateau()])
     assert history.epoch == [2]  # Only the epoch the backup does not have.
     assert int(again.optimizer.iterations.numpy()) == 6
     assert any(np.abs(a - b).max() > 0 for a, b in zip(weights, again.model.get_weights()))
@@ -160,11 +232,11 @@ def test_backup_continues_with_more_epochs_and_never_repeats_a_stopped_run(tmp_p
     assert float(again.optimizer.learning_rate.numpy()) == pytest.approx(0.005)
 
     stopped = trainer()
-    stopped.fit(x, x, batch_size=4, epochs=5, verbose=0, backup_dir=str(tmp_path / "b"),
-                callbacks=[StopAfterFirstEpoch()])
+    stopped.fit(x, x, batch_size=4, epochs=5, verbose=0, shuffle=False,
+                backup_dir=str(tmp_path / "b"), callbacks=[StopAfterFirstEpoch()])
     rerun = trainer()
-    history = rerun.fit(x, x, batch_size=4, epochs=5, verbose=0, backup_dir=str(tmp_path / "b"),
-                        callbacks=[StopAfterFirstEpoch()])
+    history = rerun.fit(x, x, batch_size=4, epochs=5, verbose=0, shuffle=False,
+                        backup_dir=str(tmp_path / "b"), callbacks=[StopAfterFirstEpoch()])
     assert history.epoch == []  # The run had ended itself: nothing to redo.
     for a, b in zip(stopped.model.get_weights(), rerun.model.get_weights()):
         np.testing.assert_array_equal(a, b)

@@ -171,7 +171,7 @@ def main(argv):
         model = trainer.model
         early = EarlyStopping(patience=8, restore_from="memory")
         history = trainer.fit(x, y, validation_data=(xv, yv), epochs=EPOCHS, batch_size=8,
-                              verbose=0, callbacks=[curve, early, log, *killers],
+                              verbose=0, shuffle=False, callbacks=[curve, early, log, *killers],
                               backup_dir=os.path.join(work, "backup"))
     with open(out, "w") as f:
         json.dump({"epochs": history.epoch, "stopped_epoch": early.stopped_epoch,

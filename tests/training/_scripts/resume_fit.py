@@ -68,7 +68,7 @@ def run(backup_dir=None, kill_in_epoch=None):
         callbacks.append(KillInEpoch(kill_in_epoch))
     x, y = data()
     history = trainer.fit(x, y, batch_size=8, epochs=EPOCHS, callbacks=callbacks, verbose=0,
-                          backup_dir=backup_dir)
+                          shuffle=False, backup_dir=backup_dir)
     return {"history": history.history, "epochs": history.epoch,
             "weights": [w.tolist() for w in trainer.model.get_weights()],
             "cuts": len(callbacks[1].events)}
