@@ -24,13 +24,19 @@ class KitSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 class PieceSchedule(KitSchedule):
-    """A kit schedule whose maths is one pure piece (:mod:`._pieces`), which
-    the constructor builds once its arguments are checked."""
+    """A kit schedule whose maths is a composition of pure pieces (:mod:`._pieces`).
 
-    _piece: Piece
+    Subclasses check their arguments in the constructor and say in
+    :meth:`_compose` which pieces they are made of. The pieces are composed
+    at each call (once per trace in a compiled step), from the attributes as
+    they are then.
+    """
+
+    def _compose(self) -> Piece:
+        raise NotImplementedError
 
     def __call__(self, step):
-        return self._piece(step)
+        return self._compose()(step)
 
 
 def schedule_length(schedule) -> int | None:

@@ -54,7 +54,9 @@ class Anneal(PieceSchedule):
                         f"`{name}` must be > 0 with shape='exponential' (a geometric "
                         f"interpolation from or to 0 is undefined), got {value!r}.")
         self.total_steps = self.steps
-        self._piece = _pieces.anneal(self.start, self.end, self.steps, self.shape)
+
+    def _compose(self) -> _pieces.Piece:
+        return _pieces.anneal(self.start, self.end, self.steps, self.shape)
 
     def get_config(self):
         return {"start": self.start, "end": self.end, "steps": self.steps,

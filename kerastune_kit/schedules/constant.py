@@ -28,7 +28,9 @@ class Constant(PieceSchedule):
         self.learning_rate = float(check_non_negative("learning_rate", learning_rate))
         self.total_steps = None if total_steps is None else check_int(
             "total_steps", total_steps, minimum=1)
-        self._piece = _pieces.constant(self.learning_rate)
+
+    def _compose(self) -> _pieces.Piece:
+        return _pieces.constant(self.learning_rate)
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "total_steps": self.total_steps}

@@ -35,8 +35,10 @@ class LinearDecay(PieceSchedule):
         self.end_learning_rate = float(
             check_non_negative("end_learning_rate", end_learning_rate))
         self.total_steps = self.decay_steps
-        self._piece = _pieces.anneal(self.initial_learning_rate, self.end_learning_rate,
-                                     self.decay_steps, "linear")
+
+    def _compose(self) -> _pieces.Piece:
+        return _pieces.anneal(self.initial_learning_rate, self.end_learning_rate,
+                              self.decay_steps, "linear")
 
     def get_config(self):
         return {

@@ -49,10 +49,12 @@ class OneCycle(PieceSchedule):
         self.final_div_factor = float(check_positive("final_div_factor", final_div_factor))
         self.anneal = _shapes.check_shape("anneal", anneal, default="cosine",
                                           excluded=("exponential", "1-sqrt"))
+
+    def _compose(self) -> _pieces.Piece:
         peak = self.pct_start * self.total_steps
         start = self.max_learning_rate / self.div_factor
         end = start / self.final_div_factor
-        self._piece = _pieces.join(
+        return _pieces.join(
             [_pieces.anneal(start, self.max_learning_rate, peak, self.anneal),
              _pieces.anneal(self.max_learning_rate, end, self.total_steps - peak, self.anneal)],
             [peak])

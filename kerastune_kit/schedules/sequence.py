@@ -49,7 +49,9 @@ class Sequence(PieceSchedule):
         last = schedule_length(self.schedules[-1])
         start = self.boundaries[-1] if self.boundaries else 0
         self.total_steps = None if last is None else start + last
-        self._piece = _pieces.join(self.schedules, self.boundaries)
+
+    def _compose(self) -> _pieces.Piece:
+        return _pieces.join(self.schedules, self.boundaries)
 
     def get_config(self):
         return {

@@ -54,8 +54,10 @@ class Warmup(PieceSchedule):
             )
         inner = schedule_length(self.schedule)
         self.total_steps = None if inner is None else self.warmup_steps + inner
-        self._piece = _pieces.warmup(self.schedule, self.warmup_steps,
-                                     self.initial_learning_rate, self.shape)
+
+    def _compose(self) -> _pieces.Piece:
+        return _pieces.warmup(self.schedule, self.warmup_steps, self.initial_learning_rate,
+                              self.shape)
 
     def get_config(self):
         return {

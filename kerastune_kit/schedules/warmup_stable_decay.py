@@ -62,9 +62,8 @@ class WarmupStableDecay(PieceSchedule):
             check_non_negative("final_learning_rate", final_learning_rate))
         self.decay_shape = _shapes.check_shape("decay_shape", decay_shape, default="linear",
                                                excluded=("exponential",))
-        self._piece = self._phases()
 
-    def _phases(self) -> _pieces.Piece:
+    def _compose(self) -> _pieces.Piece:
         peak = self.peak_learning_rate
         decay_start = self.total_steps - self.decay_steps
         phases = [  # (start, piece, length)

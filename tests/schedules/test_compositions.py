@@ -105,3 +105,13 @@ def test_every_shape_argument_checks_against_the_one_list(cls, argument):
     with pytest.raises(ValueError) as info:
         cls(**{**VALID[cls], argument: "zigzag"})
     assert str(info.value) == f"`{argument}` must be one of {listed}; got 'zigzag'."
+
+
+def test_the_pieces_are_composed_from_the_attributes_at_each_call():
+    # As before the redesign, a schedule computes from its attributes when called.
+    s = S.LinearDecay(1.0, 100)
+    s.end_learning_rate = 0.5
+    assert float(s(100)) == pytest.approx(0.5)
+    chain = S.Sequence([S.Constant(1.0), S.Constant(0.1)], [10])
+    chain.boundaries = [20]
+    assert float(chain(15)) == pytest.approx(1.0)
