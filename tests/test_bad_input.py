@@ -47,6 +47,7 @@ VALID_SPECS = [
     "exponential_decay(0.1, 10, 0.5)", "piecewise_constant_decay([10], [0.1, 0.01])",
     "l1(0.01)", "l2(1e-4)", "L2(l2=1e-4)", "l1l2(l1=1e-5, l2=1e-4)", "orthogonal(0.1)",
     "scheduled(1e-4, base='l2')", "l2", "OneCycle(1.0, total_steps=500)",
+    "anneal(1.0, 0.1, 10, 'exponential')",
 ]
 PATHOLOGICAL = [
     "-" * 5000 + "1", "+" * 5000 + "1", "~" * 5000 + "1", "not " * 3000 + "1", "(" * 500,
@@ -263,6 +264,7 @@ TARGETS = {
     # Schedules: ``schedule``/``schedules`` accept schedules, numbers and specs, and every
     # bad value above is still refused there.
     "Constant": Target(schedules.Constant, lambda t: {"learning_rate": 0.1}),
+    "Anneal": Target(schedules.Anneal, lambda t: {"start": 1.0, "end": 0.1, "steps": 10}),
     "LinearDecay": Target(schedules.LinearDecay,
                           lambda t: {"initial_learning_rate": 1.0, "decay_steps": 10}),
     "StepDecay": Target(schedules.StepDecay,

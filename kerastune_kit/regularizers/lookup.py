@@ -97,25 +97,28 @@ def orthogonal(factor: float = 0.01,
     return keras.regularizers.OrthogonalRegularizer(factor=factor, mode=mode)
 
 
-def _scheduled(strength: float = 0.0, base: Any = "l2"):
-    from kerastune_kit.regularizers.scheduled_regularizer import ScheduledRegularizer
-
-    return ScheduledRegularizer(strength=strength, base=base)
-
-
 # name -> (factory, keyword aliases): Keras's own keyword names (``L2(l2=)``)
 # are accepted next to the factories' (``l2(strength=)``), so Keras configs
 # go through the same checks as specs.
 _FACTORIES: dict[str, tuple[Callable[..., Any], dict[str, str]]] = {}
-for _names, _entry in (
-    (("l1", "L1"), (l1, {"l1": "strength"})),
-    (("l2", "L2"), (l2, {"l2": "strength"})),
-    (("l1l2", "l1_l2", "L1L2"), (l1l2, {})),
-    (("orthogonal", "orthogonal_regularizer", "OrthogonalRegularizer"), (orthogonal, {})),
-    (("scheduled", "ScheduledRegularizer"), (_scheduled, {})),
-):
-    for _name in _names:
-        _FACTORIES[_name] = _entry
+
+
+def register(names: tuple[str, ...], factory: Callable[..., Any],
+             aliases: dict[str, str] | None = None) -> None:
+    """Makes ``get`` build ``factory(*args, **kwargs)`` for each of ``names``.
+
+    The kit's own regularizer classes register themselves from their modules
+    (``ScheduledRegularizer`` as ``"scheduled"``), so this module imports none
+    of them while they use :func:`get` for their base penalty.
+    """
+    for name in names:
+        _FACTORIES[name] = (factory, dict(aliases or {}))
+
+
+register(("l1", "L1"), l1, {"l1": "strength"})
+register(("l2", "L2"), l2, {"l2": "strength"})
+register(("l1l2", "l1_l2", "L1L2"), l1l2)
+register(("orthogonal", "orthogonal_regularizer", "OrthogonalRegularizer"), orthogonal)
 
 
 def known_names() -> list[str]:

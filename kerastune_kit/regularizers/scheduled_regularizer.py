@@ -11,7 +11,7 @@ from keras import ops
 from kerastune_kit._optimizer import invalidate_traces
 from kerastune_kit._scalars import host_float
 from kerastune_kit._validation import check_non_negative, show
-from kerastune_kit.regularizers.lookup import get
+from kerastune_kit.regularizers import lookup
 
 # Bare names mean the base penalty at unit strength, so that ``strength``
 # is the coefficient itself: ``ScheduledRegularizer(1e-4, "l2")`` is
@@ -122,7 +122,7 @@ def _resolve_base(base: Any) -> keras.regularizers.Regularizer:
     if isinstance(base, str) and base.strip() in _UNIT_BASES:
         return _UNIT_BASES[base.strip()]()
     try:
-        resolved = get(base)
+        resolved = lookup.get(base)
     except ValueError as err:
         raise ValueError(f"`base`: {err}") from None
     if resolved is None or isinstance(resolved, ScheduledRegularizer):
@@ -131,3 +131,6 @@ def _resolve_base(base: Any) -> keras.regularizers.Regularizer:
             "a regularizer spec or a Keras regularizer (not None and not "
             f"another ScheduledRegularizer); got {show(base)}.")
     return resolved
+
+
+lookup.register(("scheduled", "ScheduledRegularizer"), ScheduledRegularizer)

@@ -2,6 +2,8 @@
 
 Keras's own schedules are re-exported unchanged; the kit adds what Keras
 lacks, and combinators (``Warmup``, ``Sequence``) that work on ANY schedule.
+``Anneal`` is the interpolation piece: the kit's named schedules
+(``LinearDecay``, ``OneCycle``, ``WarmupStableDecay``) are chains of it.
 """
 
 from keras.optimizers.schedules import (
@@ -15,6 +17,7 @@ from keras.optimizers.schedules import (
 )
 
 from kerastune_kit.schedules._base import KitSchedule, schedule_length
+from kerastune_kit.schedules.anneal import Anneal
 from kerastune_kit.schedules.constant import Constant
 from kerastune_kit.schedules.controlled import ControlledSchedule
 from kerastune_kit.schedules.linear_decay import LinearDecay
@@ -26,6 +29,7 @@ from kerastune_kit.schedules.warmup import Warmup
 from kerastune_kit.schedules.warmup_stable_decay import WarmupStableDecay
 
 __all__ = [
+    "Anneal",
     "Constant",
     "ControlledSchedule",
     "CosineDecay",

@@ -1,8 +1,11 @@
-"""The base class of the kit's schedules."""
+"""The base class of the kit's schedules, and how schedules are read and written."""
 
 from __future__ import annotations
 
 import keras
+
+from kerastune_kit.schedules._pieces import Piece
+from kerastune_kit.schedules.lookup import get
 
 
 class KitSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -18,6 +21,22 @@ class KitSchedule(keras.optimizers.schedules.LearningRateSchedule):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+class PieceSchedule(KitSchedule):
+    """A kit schedule whose maths is a composition of pure pieces (:mod:`._pieces`).
+
+    Subclasses check their arguments in the constructor and say in
+    :meth:`_compose` which pieces they are made of. The pieces are composed
+    at each call (once per trace in a compiled step), from the attributes as
+    they are then.
+    """
+
+    def _compose(self) -> Piece:
+        raise NotImplementedError
+
+    def __call__(self, step):
+        return self._compose()(step)
 
 
 def schedule_length(schedule) -> int | None:
@@ -48,8 +67,6 @@ def as_schedule(identifier, *, name: str = "schedule"):
     """Turns a schedule, a number, a spec string or a config into a schedule."""
     if isinstance(identifier, keras.optimizers.schedules.LearningRateSchedule):
         return identifier
-    from kerastune_kit.schedules.lookup import get
-
     try:
         return get(identifier)
     except ValueError as err:

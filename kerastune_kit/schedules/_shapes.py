@@ -1,14 +1,19 @@
 """Pure interpolation shapes: ``shape(start, end, fraction) -> value``.
 
-``fraction`` is a tensor clipped to [0, 1]; ``start`` and ``end`` are floats.
-All schedules of the kit are built from these and :func:`position`.
+``fraction`` is a tensor clipped to [0, 1]; ``start`` and ``end`` are floats
+(or, for a warmup, the wrapped schedule's first value). :data:`SHAPES` is the
+one list of shape names: every schedule that takes a shape checks it with
+:func:`check_shape`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from keras import ops
+
+from kerastune_kit._validation import check_choice
 
 SHAPES = ("linear", "cosine", "exponential", "1-sqrt")
 
@@ -51,3 +56,14 @@ _BY_NAME = {
 def interpolate(shape: str, start, end, frac):
     """Interpolates from ``start`` to ``end`` with the named shape."""
     return _BY_NAME[shape](start, end, frac)
+
+
+def check_shape(name: str, value: Any, *, default: str,
+                excluded: tuple[str, ...] = ()) -> str:
+    """Checks that ``value`` is one of :data:`SHAPES` but ``excluded``.
+
+    The error message lists ``default`` first, then the others in the order
+    of :data:`SHAPES`.
+    """
+    accepted = (default, *(s for s in SHAPES if s != default and s not in excluded))
+    return check_choice(name, value, accepted)

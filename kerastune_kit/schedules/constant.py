@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import keras
-from keras import ops
-
 from kerastune_kit._validation import check_int, check_non_negative
-from kerastune_kit.schedules._base import KitSchedule
+from kerastune_kit.schedules import _pieces
+from kerastune_kit.schedules._base import PieceSchedule
+from kerastune_kit.schedules._spec_names import register
 
 
-@keras.saving.register_keras_serializable(package="kerastune_kit")
-class Constant(KitSchedule):
+@register
+class Constant(PieceSchedule):
     """The same learning rate at every step.
 
     Args:
@@ -21,7 +20,7 @@ class Constant(KitSchedule):
     Example:
 
     >>> from kerastune_kit.schedules import Constant
-    >>> float(Constant(0.1)(1000))
+    >>> round(float(Constant(0.1)(1000)), 6)
     0.1
     """
 
@@ -30,8 +29,8 @@ class Constant(KitSchedule):
         self.total_steps = None if total_steps is None else check_int(
             "total_steps", total_steps, minimum=1)
 
-    def __call__(self, step):
-        return ops.cast(ops.full((), self.learning_rate), "float32")
+    def _compose(self) -> _pieces.Piece:
+        return _pieces.constant(self.learning_rate)
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "total_steps": self.total_steps}

@@ -16,11 +16,12 @@ from kerastune_kit.schedules._base import (
     schedule_length,
     serialize_schedule,
 )
+from kerastune_kit.schedules._spec_names import register
 
 UNITS = ("step", "epoch", "second")
 
 
-@keras.saving.register_keras_serializable(package="kerastune_kit")
+@register
 class ControlledSchedule(KitSchedule):
     """``lr = schedule(position) * factor``, with host-controlled parts.
 
@@ -45,6 +46,9 @@ class ControlledSchedule(KitSchedule):
     ``factor``, ``position``, ``anchor_step`` and ``rate`` are variables:
     writing them needs no retrace of the train function (under JAX the kit
     carries them in the optimizer's state during training for that reason).
+    The host evaluates the same formula on their values (:meth:`host_value`,
+    :meth:`rates_at`, :meth:`position_at`), e.g. to log the rate of every
+    step without reading the device at every step.
 
     Args:
         schedule: the wrapped schedule, a ``LearningRateSchedule``.
@@ -65,8 +69,8 @@ class ControlledSchedule(KitSchedule):
     >>> round(float(s(50)), 6)
     0.25
     >>> s = ControlledSchedule(LinearDecay(1.0, 100), unit="second", rate=2.0)
-    >>> round(float(s(10)), 6), s.position_at(10)
-    (0.8, 20.0)
+    >>> round(float(s(10)), 6), s.position_at(10), round(s.host_value(10), 6)
+    (0.8, 20.0, 0.8)
     """
 
     def __init__(self, schedule, unit: str = "step", factor: float = 1.0,
@@ -95,20 +99,10 @@ class ControlledSchedule(KitSchedule):
         """The host-controlled variables: factor, position, anchor_step, rate."""
         return [self.factor, self.position, self.anchor_step, self.rate]
 
-    def _position(self, step):
-        if self.unit == "step":
-            return step
-        steps = ops.cast(step, "float32") - self.anchor_step
-        pos = self.position + self.rate * steps
-        if self.unit == "second":
-            length = self.total_steps
-            pos = ops.maximum(pos, 0.0)
-            if length is not None:
-                pos = ops.minimum(pos, float(length))
-        return pos
-
     def __call__(self, step):
-        return ops.cast(self.schedule(self._position(step)), "float32") * self.factor
+        position = _position(self.unit, step, self.position, self.anchor_step, self.rate,
+                             self.total_steps)
+        return ops.cast(self.schedule(position), "float32") * self.factor
 
     # Host side ----------------------------------------------------------------
 
@@ -142,19 +136,22 @@ class ControlledSchedule(KitSchedule):
         if self.unit == "step":
             return steps.astype("float64")
         c = controls or self.controls()
-        pos = np.float32(c["position"]) + np.float32(c["rate"]) * (
-            steps.astype("float32") - np.float32(c["anchor_step"]))
-        if self.unit == "second":
-            pos = np.maximum(pos, 0.0)
-            if self.total_steps is not None:
-                pos = np.minimum(pos, float(self.total_steps))
-        return pos
+        # The graph's formula on host values: the same float32 arithmetic.
+        return np.asarray(ops.convert_to_numpy(_position(
+            self.unit, steps.astype("float32"), c["position"], c["anchor_step"], c["rate"],
+            self.total_steps)))
 
     def rates_at(self, steps, controls: dict | None = None) -> np.ndarray:
         """The learning rates at ``steps`` (optimizer steps), on the host."""
         c = controls or self.controls()
         return rates_on_host(self.schedule, self.positions_at(steps, c)) * np.float32(
             c["factor"])
+
+    def host_value(self, step, controls: dict | None = None) -> float:
+        """The learning rate at ``step`` (an optimizer step), computed on the host
+        as the compiled step computes it; with the current controls or
+        ``controls`` as :meth:`controls` returned them earlier."""
+        return float(self.rates_at(np.asarray([step]), controls)[0])
 
     def set_rate(self, value: float, step) -> None:
         """Makes the learning rate at ``step`` equal ``value`` by setting ``factor``.
@@ -167,7 +164,7 @@ class ControlledSchedule(KitSchedule):
         value = float(value)
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"A learning rate must be a finite number >= 0, got {value!r}.")
-        base = float(rates_on_host(self.schedule, self.positions_at(np.asarray([step])))[0])
+        base = self.host_value(step, {**self.controls(), "factor": 1.0})
         if base <= 0:
             if value == 0:
                 self.set_factor(0.0)
@@ -192,6 +189,19 @@ class ControlledSchedule(KitSchedule):
         config = dict(config)
         config["schedule"] = deserialize_schedule(config["schedule"])
         return cls(**config)
+
+
+def _position(unit: str, step, position, anchor_step, rate, length):
+    """The wrapped schedule's position at ``step``: the one formula, run in the
+    compiled step on the variables and on the host on their values."""
+    if unit == "step":
+        return step
+    pos = position + rate * (ops.cast(step, "float32") - anchor_step)
+    if unit == "second":
+        pos = ops.maximum(pos, 0.0)
+        if length is not None:
+            pos = ops.minimum(pos, float(length))
+    return pos
 
 
 def rates_on_host(schedule, positions) -> np.ndarray:

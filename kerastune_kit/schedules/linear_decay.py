@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import keras
-
 from kerastune_kit._validation import check_int, check_non_negative
-from kerastune_kit.schedules import _shapes
-from kerastune_kit.schedules._base import KitSchedule
+from kerastune_kit.schedules import _pieces
+from kerastune_kit.schedules._base import PieceSchedule
+from kerastune_kit.schedules._spec_names import register
 
 
-@keras.saving.register_keras_serializable(package="kerastune_kit")
-class LinearDecay(KitSchedule):
+@register
+class LinearDecay(PieceSchedule):
     """Decays linearly from ``initial_learning_rate`` to ``end_learning_rate``.
 
-    ``lr(step) = initial + (end - initial) * min(step / decay_steps, 1)``.
+    ``lr(step) = initial + (end - initial) * min(step / decay_steps, 1)``,
+    i.e. ``Anneal(initial, end, decay_steps, "linear")``.
 
     Args:
         initial_learning_rate: the rate at step 0, ``>= 0``.
@@ -36,9 +36,9 @@ class LinearDecay(KitSchedule):
             check_non_negative("end_learning_rate", end_learning_rate))
         self.total_steps = self.decay_steps
 
-    def __call__(self, step):
-        frac = _shapes.fraction(step, self.decay_steps)
-        return _shapes.linear(self.initial_learning_rate, self.end_learning_rate, frac)
+    def _compose(self) -> _pieces.Piece:
+        return _pieces.anneal(self.initial_learning_rate, self.end_learning_rate,
+                              self.decay_steps, "linear")
 
     def get_config(self):
         return {

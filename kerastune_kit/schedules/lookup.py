@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
-import re
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -19,22 +19,21 @@ from kerastune_kit._validation import (
     check_positive,
     show,
 )
+from kerastune_kit.schedules import _spec_names
+
+# Keras's own schedules, by name as the kit's (which register themselves).
+for _cls in (keras.optimizers.schedules.ExponentialDecay,
+             keras.optimizers.schedules.PiecewiseConstantDecay,
+             keras.optimizers.schedules.PolynomialDecay,
+             keras.optimizers.schedules.InverseTimeDecay,
+             keras.optimizers.schedules.CosineDecay,
+             keras.optimizers.schedules.CosineDecayRestarts):
+    _spec_names.add(_cls)
 
 
-def _registry() -> dict[str, type]:
-    from kerastune_kit import schedules as kit
-
-    classes = [
-        kit.Constant, kit.LinearDecay, kit.StepDecay, kit.Warmup, kit.OneCycle,
-        kit.WarmupStableDecay, kit.Sequence, kit.ControlledSchedule,
-        kit.ExponentialDecay, kit.PiecewiseConstantDecay, kit.PolynomialDecay,
-        kit.InverseTimeDecay, kit.CosineDecay, kit.CosineDecayRestarts,
-    ]
-    names = {}
-    for cls in classes:
-        names[cls.__name__] = cls
-        names[re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()] = cls
-    return names
+def _registry() -> Mapping[str, type]:
+    """Every schedule name ``get`` knows, and its class."""
+    return _spec_names.classes()
 
 
 def get(identifier: Any) -> keras.optimizers.schedules.LearningRateSchedule:
@@ -69,17 +68,15 @@ def get(identifier: Any) -> keras.optimizers.schedules.LearningRateSchedule:
     >>> round(float(s(5)), 6)
     0.5
     """
-    from kerastune_kit.schedules.constant import Constant
-
     if isinstance(identifier, keras.optimizers.schedules.LearningRateSchedule):
         return identifier
+    registry = _registry()
     if isinstance(identifier, numbers.Real) and not isinstance(identifier, bool):
         try:
-            return Constant(identifier)
+            return registry["Constant"](identifier)
         except ValueError as err:
             raise ValueError(
                 f"Cannot make a constant schedule from {show(identifier)}: {err}") from None
-    registry = _registry()
     if isinstance(identifier, dict):
         name = identifier.get("class_name")
         if not isinstance(name, str) or name not in registry:

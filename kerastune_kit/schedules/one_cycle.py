@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import keras
-from keras import ops
-
-from kerastune_kit._validation import check_choice, check_int, check_number, check_positive
-from kerastune_kit.schedules import _shapes
-from kerastune_kit.schedules._base import KitSchedule
+from kerastune_kit._validation import check_int, check_number, check_positive
+from kerastune_kit.schedules import _pieces, _shapes
+from kerastune_kit.schedules._base import PieceSchedule
+from kerastune_kit.schedules._spec_names import register
 
 
-@keras.saving.register_keras_serializable(package="kerastune_kit")
-class OneCycle(KitSchedule):
+@register
+class OneCycle(PieceSchedule):
     """Up from ``max/div_factor`` to ``max``, then down to a tiny final rate.
 
     With ``peak = pct_start * total_steps``, ``start = max_learning_rate /
@@ -19,6 +17,9 @@ class OneCycle(KitSchedule):
 
         step <  peak: anneal(start, max, step / peak)
         step >= peak: anneal(max, end, (step - peak) / (total_steps - peak))
+
+    That is two :class:`Anneal` pieces joined at ``peak`` as :class:`Sequence`
+    joins them (the peak may fall between two steps).
 
     Args:
         max_learning_rate: the peak rate, ``> 0``.
@@ -46,19 +47,17 @@ class OneCycle(KitSchedule):
                                             low_open=True, high_open=True))
         self.div_factor = float(check_positive("div_factor", div_factor))
         self.final_div_factor = float(check_positive("final_div_factor", final_div_factor))
-        self.anneal = check_choice("anneal", anneal, ("cosine", "linear"))
+        self.anneal = _shapes.check_shape("anneal", anneal, default="cosine",
+                                          excluded=("exponential", "1-sqrt"))
 
-    def __call__(self, step):
-        pos = _shapes.position(step)
+    def _compose(self) -> _pieces.Piece:
         peak = self.pct_start * self.total_steps
         start = self.max_learning_rate / self.div_factor
         end = start / self.final_div_factor
-        up = _shapes.interpolate(self.anneal, start, self.max_learning_rate,
-                                 ops.clip(pos / peak, 0.0, 1.0))
-        down = _shapes.interpolate(
-            self.anneal, self.max_learning_rate, end,
-            ops.clip((pos - peak) / (self.total_steps - peak), 0.0, 1.0))
-        return ops.where(pos < peak, up, down)
+        return _pieces.join(
+            [_pieces.anneal(start, self.max_learning_rate, peak, self.anneal),
+             _pieces.anneal(self.max_learning_rate, end, self.total_steps - peak, self.anneal)],
+            [peak])
 
     def get_config(self):
         return {

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import keras
-from keras import ops
-
 from kerastune_kit._validation import check_increasing, show
-from kerastune_kit.schedules import _shapes
+from kerastune_kit.schedules import _pieces
 from kerastune_kit.schedules._base import (
-    KitSchedule,
+    PieceSchedule,
     as_schedule,
     deserialize_schedule,
     schedule_length,
     serialize_schedule,
 )
+from kerastune_kit.schedules._spec_names import register
 
 
-@keras.saving.register_keras_serializable(package="kerastune_kit")
-class Sequence(KitSchedule):
+@register
+class Sequence(PieceSchedule):
     """Runs ``schedules[i]`` from ``boundaries[i-1]`` to ``boundaries[i]``.
 
     Each piece sees the steps since its OWN start (as optax's
@@ -52,14 +50,8 @@ class Sequence(KitSchedule):
         start = self.boundaries[-1] if self.boundaries else 0
         self.total_steps = None if last is None else start + last
 
-    def __call__(self, step):
-        pos = _shapes.position(step)
-        starts = [0] + self.boundaries
-        out = ops.cast(self.schedules[0](pos), "float32")
-        for start, schedule in zip(starts[1:], self.schedules[1:]):
-            value = ops.cast(schedule(ops.maximum(pos - start, 0.0)), "float32")
-            out = ops.where(pos >= start, value, out)
-        return out
+    def _compose(self) -> _pieces.Piece:
+        return _pieces.join(self.schedules, self.boundaries)
 
     def get_config(self):
         return {

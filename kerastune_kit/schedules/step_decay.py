@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 
 from kerastune_kit._validation import check_int, check_non_negative, check_number
 from kerastune_kit.schedules import _shapes
 from kerastune_kit.schedules._base import KitSchedule
+from kerastune_kit.schedules._spec_names import register
 
 
-@keras.saving.register_keras_serializable(package="kerastune_kit")
+@register
 class StepDecay(KitSchedule):
     """``lr(step) = initial_learning_rate * factor ** floor(step / step_size)``.
 

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import keras
-from keras import ops
-
-from kerastune_kit._validation import check_choice, check_int, check_non_negative
-from kerastune_kit.schedules import _shapes
+from kerastune_kit._validation import check_int, check_non_negative
+from kerastune_kit.schedules import _pieces, _shapes
 from kerastune_kit.schedules._base import (
-    KitSchedule,
+    PieceSchedule,
     as_schedule,
     deserialize_schedule,
     schedule_length,
     serialize_schedule,
 )
+from kerastune_kit.schedules._spec_names import register
 
 
-@keras.saving.register_keras_serializable(package="kerastune_kit")
-class Warmup(KitSchedule):
+@register
+class Warmup(PieceSchedule):
     """Ramps from ``initial_learning_rate`` up to any schedule's first value.
 
     For ``step < warmup_steps`` the rate goes from ``initial_learning_rate`` to
@@ -47,7 +45,8 @@ class Warmup(KitSchedule):
         self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=1)
         self.initial_learning_rate = float(
             check_non_negative("initial_learning_rate", initial_learning_rate))
-        self.shape = check_choice("shape", shape, ("linear", "cosine", "exponential"))
+        self.shape = _shapes.check_shape("shape", shape, default="linear",
+                                         excluded=("1-sqrt",))
         if shape == "exponential" and self.initial_learning_rate <= 0:
             raise ValueError(
                 "`initial_learning_rate` must be > 0 with shape='exponential' "
@@ -56,14 +55,9 @@ class Warmup(KitSchedule):
         inner = schedule_length(self.schedule)
         self.total_steps = None if inner is None else self.warmup_steps + inner
 
-    def __call__(self, step):
-        pos = _shapes.position(step)
-        target = ops.cast(self.schedule(0), "float32")
-        warm = _shapes.interpolate(self.shape, self.initial_learning_rate, target,
-                                   _shapes.fraction(pos, self.warmup_steps))
-        after = ops.cast(
-            self.schedule(ops.maximum(pos - self.warmup_steps, 0.0)), "float32")
-        return ops.where(pos < self.warmup_steps, warm, after)
+    def _compose(self) -> _pieces.Piece:
+        return _pieces.warmup(self.schedule, self.warmup_steps, self.initial_learning_rate,
+                              self.shape)
 
     def get_config(self):
         return {

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import keras
-from keras import ops
-
-from kerastune_kit._validation import check_choice, check_int, check_non_negative
-from kerastune_kit.schedules import _shapes
-from kerastune_kit.schedules._base import KitSchedule
+from kerastune_kit._validation import check_int, check_non_negative
+from kerastune_kit.schedules import _pieces, _shapes
+from kerastune_kit.schedules._base import PieceSchedule
+from kerastune_kit.schedules._spec_names import register
 
 
-@keras.saving.register_keras_serializable(package="kerastune_kit")
-class WarmupStableDecay(KitSchedule):
+@register
+class WarmupStableDecay(PieceSchedule):
     """Warmup-stable-decay: the schedule of many recent large training runs.
 
     Three phases over ``total_steps``: a linear warmup from
     ``initial_learning_rate`` to ``peak_learning_rate`` over ``warmup_steps``;
     the peak held; and a decay to ``final_learning_rate`` over the last
-    ``decay_steps`` with the chosen shape.
+    ``decay_steps`` with the chosen shape. That is a :class:`Sequence` of
+    ``Anneal(initial, peak, warmup_steps)``, ``Constant(peak)`` and
+    ``Anneal(peak, final, decay_steps, decay_shape)``, without the phases of
+    length 0 (with ``decay_steps=0`` the rate falls to the final rate in the
+    one step after ``total_steps``).
 
     Args:
         peak_learning_rate: the stable rate, ``>= 0``.
@@ -58,21 +60,22 @@ class WarmupStableDecay(KitSchedule):
             check_non_negative("initial_learning_rate", initial_learning_rate))
         self.final_learning_rate = float(
             check_non_negative("final_learning_rate", final_learning_rate))
-        self.decay_shape = check_choice("decay_shape", decay_shape,
-                                        ("linear", "cosine", "1-sqrt"))
+        self.decay_shape = _shapes.check_shape("decay_shape", decay_shape, default="linear",
+                                               excluded=("exponential",))
 
-    def __call__(self, step):
-        pos = _shapes.position(step)
+    def _compose(self) -> _pieces.Piece:
         peak = self.peak_learning_rate
-        warm = _shapes.linear(self.initial_learning_rate, peak,
-                              _shapes.fraction(pos, max(self.warmup_steps, 1)))
         decay_start = self.total_steps - self.decay_steps
-        decay = _shapes.interpolate(
-            self.decay_shape, peak, self.final_learning_rate,
-            _shapes.fraction(pos - decay_start, max(self.decay_steps, 1)))
-        stable = ops.full_like(pos, peak)
-        out = ops.where(pos < self.warmup_steps, warm, stable)
-        return ops.where(pos >= decay_start, decay, out)
+        phases = [  # (start, piece, length)
+            (0, _pieces.anneal(self.initial_learning_rate, peak, self.warmup_steps, "linear"),
+             self.warmup_steps),
+            (self.warmup_steps, _pieces.constant(peak), decay_start - self.warmup_steps),
+            # One step of decay when there are none: what the rate always did after the end.
+            (decay_start, _pieces.anneal(peak, self.final_learning_rate,
+                                         max(self.decay_steps, 1), self.decay_shape), 1),
+        ]
+        kept = [(start, piece) for start, piece, length in phases if length > 0]
+        return _pieces.join([piece for _, piece in kept], [start for start, _ in kept[1:]])
 
     def get_config(self):
         return {
