@@ -1,4 +1,4 @@
-"""Every use of a private Keras attribute, in one place.
+"""Every use of a private Keras or TensorFlow attribute, in one place.
 
 A private attribute is a dependency on one Keras version. Each function here
 names what it touches, the Keras versions it was checked against, and what
@@ -9,9 +9,12 @@ private itself.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 
 CHECKED = "Keras 3.10 to 3.15"
+CHECKED_TF = "TensorFlow 2.16 to 2.21"
 
 
 def backend() -> str:
@@ -238,8 +241,82 @@ def build_compiled_state(model, data_spec) -> None:
     build(data_batch=data_spec)
 
 
+def child_layers(layer) -> list:
+    """The layers directly inside ``layer`` (not their children), in order.
+
+    ``layer._flatten_layers(include_self=False, recursive=False)`` (checked:
+    {checked}): Keras tracks sublayers of every kind of layer there (models,
+    wrappers, RNN cells, layers a custom layer creates); its public
+    ``model.layers`` exists for models only.
+    """
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:
+        raise RuntimeError(
+            f"kerastune_kit cannot list the sublayers of {type(layer).__name__} "
+            f"(`_flatten_layers`, {CHECKED}) in this Keras ({keras.__version__}).")
+    return list(flatten(include_self=False, recursive=False))
+
+
+def metric_direction(metric) -> str | None:
+    """``"up"``/``"down"``: the direction Keras records on a metric
+    (``metric._direction``, checked: {checked}); None when it has none."""
+    return getattr(metric, "_direction", None)
+
+
+# TensorFlow --------------------------------------------------------------------
+
+def default_strategy():
+    """TensorFlow's default (no distribution) strategy, also inside another
+    strategy's scope, where the public ``tf.distribute.get_strategy()``
+    returns that one. ``distribute_lib._get_default_strategy`` (checked:
+    {checked_tf}); without it, a clear error."""
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy():
+        return tf.distribute.get_strategy()
+    try:
+        from tensorflow.python.distribute import distribute_lib
+
+        return distribute_lib._get_default_strategy()
+    except (ImportError, AttributeError):
+        raise RuntimeError(
+            "strategy='default' inside another strategy's scope needs TensorFlow's "
+            f"default strategy (distribute_lib._get_default_strategy, {CHECKED_TF}); this "
+            f"TensorFlow ({tf.__version__}) has none. Call it outside the scope.") from None
+
+
+def skips_gradient_reduction(optimizer) -> bool:
+    """Whether :func:`gradients_already_reduced` can switch off the
+    optimizer's own all-reduce.
+
+    Keras's TensorFlow optimizer sums gradients over replicas inside
+    ``apply()`` through its method ``_all_reduce_sum_gradients`` (checked:
+    {checked}). When it is missing, the caller divides the (already summed)
+    gradients by the number of replicas instead, so the optimizer's sum
+    gives them back: the same update, one more reduction.
+    """
+    return hasattr(type(optimizer), "_all_reduce_sum_gradients")
+
+
+@contextlib.contextmanager
+def gradients_already_reduced(optimizer):
+    """Inside, ``optimizer.apply()`` takes the gradients as already summed
+    over replicas (see :func:`skips_gradient_reduction`); meant to be active
+    while a step that applies reduced gradients is traced."""
+    if not skips_gradient_reduction(optimizer):
+        yield
+        return
+    optimizer.__dict__["_all_reduce_sum_gradients"] = list
+    try:
+        yield
+    finally:
+        del optimizer.__dict__["_all_reduce_sum_gradients"]
+
+
 for _function in (rate_object, renew_variable_list, step_counter, wrap_variable_saving,
                   add_optimizer_variables, jax_state_sync, compiled_metric_names,
                   set_initial_epoch, data_adapter, train_validation_split, loss_tracker,
-                  build_compiled_state):
-    _function.__doc__ = _function.__doc__.replace("{checked}", CHECKED)
+                  build_compiled_state, child_layers, metric_direction, default_strategy,
+                  skips_gradient_reduction, gradients_already_reduced):
+    _function.__doc__ = _function.__doc__.replace("{checked}", CHECKED).replace(
+        "{checked_tf}", CHECKED_TF)

@@ -16,6 +16,7 @@ from typing import Any
 
 import keras
 
+from kerastune_kit import _keras_private as private
 from kerastune_kit._optimizer import invalidate_traces
 from kerastune_kit._validation import show
 
@@ -81,15 +82,17 @@ def walk(model: keras.layers.Layer) -> list[tuple[keras.layers.Layer, tuple]]:
             return
         seen.add(id(layer))
         found.append((layer, ancestors))
-        for child in layer._flatten_layers(include_self=False, recursive=False):
+        for child in private.child_layers(layer):
             visit(child, ancestors + (layer,))
 
     visit(model, ())
     return found
 
 
-def _own_variables(layer) -> list:
-    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+def own_variables(layer) -> list:
+    """The variables the layer holds itself, not through its child layers."""
+    held_by_children = {id(v) for child in private.child_layers(layer) for v in child.weights}
+    return [v for v in layer.weights if id(v) not in held_by_children]
 
 
 def _read(layer, name):
@@ -101,7 +104,7 @@ def _read(layer, name):
 
 def weight_sites(layer, ancestors) -> list[Site]:
     """The kernel, bias and recurrent sites of one layer's own weights."""
-    own = _own_variables(layer)
+    own = own_variables(layer)
     sites, taken = [], set()
     for role, pairs in ROLES.items():
         for weight, attr in pairs:
@@ -167,24 +170,39 @@ def selector(layers: Any) -> Callable[[Site], bool]:
     return select
 
 
-# Containers whose get_config serializes their children's configs, so a
-# regularizer recorded on a child survives ``.keras`` saving.
-def _serializing_containers() -> tuple[type, ...]:
-    from keras.src.models.functional import Functional
-
-    return (Functional, keras.Sequential, keras.layers.Wrapper, keras.layers.Bidirectional,
-            keras.layers.RNN, keras.layers.StackedRNNCells)
-
-
-def carried_by_saving(site: Site) -> bool:
-    """Whether ``.keras`` saving records the regularizer now at ``site``."""
-    if not all(isinstance(a, _serializing_containers()) for a in site.ancestors):
+def carried_by_saving(site: Site, memo: dict | None = None) -> bool:
+    """Whether ``.keras`` saving records the regularizer now at ``site``: every
+    container above it writes its children's configs into its own (Sequential
+    and functional models, wrappers, RNNs; a subclassed model rebuilds its
+    layers in its constructor), and the layer's config holds it. ``memo``
+    keeps the containers' answers across the sites of one model."""
+    memo = {} if memo is None else memo
+    if not all(_holds_children_configs(a, memo) for a in site.ancestors):
         return False
     try:
         config = site.layer.get_config()
     except Exception:  # A layer that cannot describe itself is not saved either.
         return False
     return config.get(site.attr) is not None
+
+
+# Layers that write their children's configs into their own.
+_SERIALIZING_LAYERS = (keras.Sequential, keras.layers.Wrapper, keras.layers.Bidirectional,
+                       keras.layers.RNN, keras.layers.StackedRNNCells)
+
+
+def _holds_children_configs(container, memo: dict) -> bool:
+    if isinstance(container, _SERIALIZING_LAYERS):
+        return True
+    if not isinstance(container, keras.Model):
+        return False
+    if id(container) not in memo:  # functional (its config lists its layers) or subclassed
+        try:
+            config = container.get_config()
+        except Exception:  # noqa: BLE001 - a model that cannot describe itself
+            config = None
+        memo[id(container)] = isinstance(config, dict) and isinstance(config.get("layers"), list)
+    return memo[id(container)]
 
 
 def reset_compiled_functions(model) -> None:

@@ -152,8 +152,9 @@ def apply(model: keras.layers.Layer, kernel: Any = None, bias: Any = None,
             regularizer.attached_to(model)
     _sites.reset_compiled_functions(model)
 
+    memo: dict = {}
     lost = [f"{site.path}.{site.weight}" for site, _ in targets
-            if not _sites.carried_by_saving(site)]
+            if not _sites.carried_by_saving(site, memo)]
     if lost:
         warnings.warn(
             "Regularizers attached to " + ", ".join(lost) + " are active but will not "
@@ -242,7 +243,7 @@ def describe(model: keras.layers.Layer) -> RegularizerTable:
         RegularizerRow(site.path, site.weight, site.effective()) for site in sites)
     covered = {id(site.variable) for site in sites if site.variable is not None}
     for layer, ancestors in _sites.walk(model):
-        for variable in layer._trainable_variables + layer._non_trainable_variables:
+        for variable in _sites.own_variables(layer):
             if id(variable) not in covered and variable.regularizer is not None:
                 path = Site(layer, ancestors, "", variable.name, "").path
                 rows.append(RegularizerRow(path, variable.name, variable.regularizer))

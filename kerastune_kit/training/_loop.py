@@ -19,8 +19,6 @@ execution.
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 import tensorflow as tf
 
@@ -87,8 +85,7 @@ class LoopBuilder:
         # ours are already reduced (clipping needs the global gradient), so
         # that second reduction is switched off while tracing. Should Keras
         # drop the hook, the fallback pre-divides so its sum restores them.
-        self._can_skip_reduction = hasattr(
-            type(base_optimizer(optimizer)), "_all_reduce_sum_gradients")
+        self._can_skip_reduction = private.skips_gradient_reduction(base_optimizer(optimizer))
         jit = options.jit_compile
         # A nested XLA function may contain a cross-replica sync only when
         # there is no replica thread to sync with (one device).
@@ -219,7 +216,7 @@ class LoopBuilder:
 
         def execution(iterator, num_steps, reset):
             tf.cond(reset, self._reset_metrics, lambda: tf.constant(False))
-            with self._gradients_already_reduced():
+            with private.gradients_already_reduced(base_optimizer(self.optimizer)):
                 done = loop(iterator, num_steps)
             with tf.control_dependencies([done]):
                 return done, self._results()
@@ -238,18 +235,6 @@ class LoopBuilder:
 
     def _maybe_jit(self, fn):
         return tf.function(fn, jit_compile=True) if self._jit_whole_step else fn
-
-    @contextlib.contextmanager
-    def _gradients_already_reduced(self):
-        inner = base_optimizer(self.optimizer)
-        if not self._can_skip_reduction:
-            yield
-            return
-        inner.__dict__["_all_reduce_sum_gradients"] = list
-        try:
-            yield
-        finally:
-            del inner.__dict__["_all_reduce_sum_gradients"]
 
     # Replica steps ----------------------------------------------------------
 

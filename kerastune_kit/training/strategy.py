@@ -7,6 +7,7 @@ import os
 import tensorflow as tf
 
 from kerastune_kit import _distribute
+from kerastune_kit import _keras_private as private
 from kerastune_kit._validation import show
 
 STRATEGY_NAMES = ("auto", "default", "one_device", "mirrored", "multiworker", "tpu")
@@ -90,12 +91,7 @@ def _auto() -> tf.distribute.Strategy:
 
 
 def _default_strategy() -> tf.distribute.Strategy:
-    if not tf.distribute.has_strategy():
-        return tf.distribute.get_strategy()
-    # Inside another strategy's scope get_strategy() returns that one.
-    from tensorflow.python.distribute import distribute_lib
-
-    return distribute_lib._get_default_strategy()
+    return private.default_strategy()
 
 
 def _tpu_resolver(required: bool):
