@@ -64,7 +64,10 @@ def plot_run(log_dir, path="curves.png", title: str | None = None) -> str:
     Example:
 
     ```python
+    from kerastune_kit.callbacks import TensorBoardCurves
     from kerastune_kit.plotting import plot_run
+    model.fit(x, y, validation_data=(xv, yv), epochs=5,
+              callbacks=[TensorBoardCurves("runs/demo")])
     plot_run("runs/demo", "runs/demo/curves.png")
     ```
     """

@@ -144,7 +144,7 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
     import kerastune_kit
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    result = kerastune_kit.fit_budgeted(model, x, y, budget_seconds=60,
+    result = kerastune_kit.fit_budgeted(model, x, y, budget_seconds=10,
                                         validation_split=0.2)
     result.best_epoch, result.best_value, result.stop_reason
     result.learning_rate   # {"peak": 0.003, "source": "search", ...}

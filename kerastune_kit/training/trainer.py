@@ -164,7 +164,7 @@ class Trainer:
     x, y = np.random.rand(256, 8), np.random.rand(256, 1)
     history = trainer.fit(x, y, batch_size=32, epochs=3, validation_split=0.25,
                           callbacks=[TimeBasedLR("linear_decay(0.05, 18)")],
-                          backup_dir="/tmp/run1")   # resumes if restarted
+                          backup_dir="runs/run1")   # resumes if restarted
     history.history["val_mae"]                     # one value per epoch
     trainer.evaluate(x, y)                         # {"loss": ..., "mae": ...}
     trainer.predict(x[:4]).shape                   # (4, 1)
@@ -226,10 +226,21 @@ class Trainer:
         Example:
 
         ```python
-        model.compile(keras.optimizers.Adam(1e-3), {"digit": "sparse_categorical_crossentropy",
-                      "size": "mse"}, loss_weights={"digit": 1.0, "size": 0.1},
-                      metrics={"digit": ["accuracy"]})
+        import keras, numpy as np
+        from kerastune_kit import Trainer
+
+        inputs = keras.Input((8,))
+        hidden = keras.layers.Dense(16, activation="relu")(inputs)
+        model = keras.Model(inputs, {"digit": keras.layers.Dense(10, name="digit")(hidden),
+                                     "size": keras.layers.Dense(1, name="size")(hidden)})
+        model.compile(keras.optimizers.Adam(1e-3),
+                      {"digit": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                       "size": "mse"},
+                      loss_weights={"digit": 1.0, "size": 0.1}, metrics={"digit": ["accuracy"]})
         trainer = Trainer.from_compiled(model, steps_per_execution=32)
+        x = np.random.rand(256, 8)
+        y = {"digit": np.random.randint(0, 10, 256), "size": np.random.rand(256, 1)}
+        trainer.fit(x, y, epochs=2, validation_split=0.25, verbose=0)
         ```
         """
         if not isinstance(model, keras.Model) or not getattr(model, "compiled", False):
