@@ -30,7 +30,7 @@ def l1(strength: float = 0.01) -> keras.regularizers.L1:
 
     >>> import numpy as np
     >>> from kerastune_kit import regularizers
-    >>> float(regularizers.l1(0.5)(np.array([1.0, -2.0])))
+    >>> float(regularizers.l1(0.5)(np.array([1.0, -2.0], "float32")))
     1.5
     """
     return keras.regularizers.L1(check_non_negative("strength", strength))
@@ -50,7 +50,7 @@ def l2(strength: float = 0.01) -> keras.regularizers.L2:
 
     >>> import numpy as np
     >>> from kerastune_kit import regularizers
-    >>> float(regularizers.l2(0.5)(np.array([1.0, -2.0])))
+    >>> float(regularizers.l2(0.5)(np.array([1.0, -2.0], "float32")))
     2.5
     """
     return keras.regularizers.L2(check_non_negative("strength", strength))
@@ -67,7 +67,7 @@ def l1l2(l1: float = 0.01, l2: float = 0.01) -> keras.regularizers.L1L2:
 
     >>> import numpy as np
     >>> from kerastune_kit import regularizers
-    >>> float(regularizers.l1l2(l1=1.0, l2=0.5)(np.array([1.0, -2.0])))
+    >>> float(regularizers.l1l2(l1=1.0, l2=0.5)(np.array([1.0, -2.0], "float32")))
     5.5
     """
     return keras.regularizers.L1L2(check_non_negative("l1", l1), check_non_negative("l2", l2))

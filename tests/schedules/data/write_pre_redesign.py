@@ -7,7 +7,10 @@ steps and at the fractional positions the epoch and second units give.
 those schedules, trained a few steps, with its weights and the rate after loading.
 
 Written at main 3452ffb (before issue 14's schedules by composition) with
-``cd /work/main && python tests/schedules/data/write_pre_redesign.py OUT_DIR``.
+``cd /work/main && python tests/schedules/data/write_pre_redesign.py OUT_DIR``; the
+model files with the oldest Keras CI runs (3.10.0, ``.ci/oldest.txt``), so that every
+Keras the kit supports reads them (a newer Keras writes config keys an older one
+refuses, such as Dense's ``quantization_config``).
 Running it on later code writes what that code computes, for comparison.
 """
 
