@@ -53,10 +53,14 @@ class CurveBasedLR(MonitorCallback):
     smoothing) * value``, starting at the first value (so it has no bias
     towards zero); both rules then judge the EMA. The EMA survives cuts.
 
-    After a cut no decision is taken for ``cooldown`` epochs (their values
-    still update the best and fill the slope window). The rate never goes
-    below ``min_lr``; a cut that would not lower it is not taken and not
-    recorded.
+    ``cooldown`` means what it means for Keras's ``ReduceLROnPlateau``: each
+    epoch end after a cut counts it down by one, and the epoch that brings it
+    to 0 decides again, so after a cut the next ``cooldown - 1`` epochs take
+    no decision (``cooldown=1`` is the same as 0) and the next cut comes at
+    the earliest ``max(patience, 1) + max(cooldown - 1, 0)`` epochs later.
+    Epochs in cooldown still update the best and fill the slope window. The
+    rate never goes below ``min_lr``; a cut that would not lower it is not
+    taken and not recorded.
 
     Cuts multiply the ``factor`` of the optimizer's
     :class:`~kerastune_kit.schedules.ControlledSchedule`, so they work with a
@@ -168,10 +172,12 @@ class CurveBasedLR(MonitorCallback):
         if finite:
             self.ema = value if self.ema is None or self.smoothing == 0 else (
                 self.smoothing * self.ema + (1.0 - self.smoothing) * value)
-        in_cooldown = self.cooldown_counter > 0
-        if in_cooldown:
+        # Keras's ReduceLROnPlateau order: the epoch that counts the cooldown
+        # down to 0 already decides (the same `cooldown` means the same here).
+        if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
+        in_cooldown = self.cooldown_counter > 0
         if self.rule == "plateau":
             self._plateau(epoch, value, finite, in_cooldown)
         else:
