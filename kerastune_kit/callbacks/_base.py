@@ -9,6 +9,7 @@ error when the metric is missing from the logs.
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 import re
@@ -18,6 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerastune_kit import _keras_private as private
 from kerastune_kit._validation import check_choice, check_non_negative
 
 _MIN_PATTERN = re.compile(
@@ -44,6 +46,9 @@ class KitCallback(keras.callbacks.Callback):
     # The constructor arguments that tell two callbacks of one class apart
     # in a backup (see :attr:`state_key`).
     _key_arguments: tuple[str, ...] = ()
+    # The keys this callback may write into the epoch logs, or None when it
+    # cannot say: the monitor check at train begin reads them.
+    _adds_log_keys: tuple[str, ...] | None = ("learning_rate",)
 
     @property
     def state_key(self) -> str:
@@ -200,11 +205,28 @@ def log_scalar(name: str, value, owner: str) -> float:
     return float(array.reshape(()))
 
 
-class MissingMonitorError(KeyError):
-    """The monitored quantity is not in the logs; the message lists what is."""
+class MissingMonitorError(KeyError, ValueError):
+    """The monitored quantity is not in the logs; the message lists what is.
+
+    Raised at the first epoch end without it, or at train begin when the
+    keys a fit can log are all known and ``monitor`` is not among them (a
+    ``KeyError`` for the missing key, a ``ValueError`` for the bad argument).
+    """
 
     def __str__(self) -> str:  # KeyError would repr() the message.
         return str(self.args[0])
+
+
+def missing_monitor_message(owner: str, monitor: str, logs) -> str:
+    """Says that ``monitor`` is not in ``logs``, lists the keys present and
+    suggests the closest one (or validation data for a missing ``val_``)."""
+    present = ", ".join(sorted(logs)) or "(none)"
+    message = f"{owner}: monitor={monitor!r} is not in the logs. Keys present: {present}."
+    if monitor.startswith("val_") and not any(k.startswith("val_") for k in logs):
+        return (message + " The logs have no validation values: pass validation_data or "
+                "validation_split to fit (validation_freq=1 for every epoch).")
+    close = closest_key(monitor, logs)
+    return message + (f" Did you mean {close!r}?" if close else "")
 
 
 def monitor_direction(monitor: str, model=None) -> str | None:
@@ -238,6 +260,87 @@ def _flat_metrics(model):
             if inner:
                 stack.extend(m for m in keras.tree.flatten(inner) if hasattr(m, "name"))
         yield metric
+
+
+_LOGGED_NAMES_ATTR = "_kerastune_kit_logged_names"
+
+
+def declare_logged_names(callback_list, names) -> None:
+    """Tells the kit's monitors which names a training loop logs.
+
+    For loops other than ``model.fit`` (the kit's ``Trainer``): call it on
+    the ``keras.callbacks.CallbackList`` before ``on_train_begin`` with the
+    names of the epoch logs (``"loss"`` and the metrics; validation adds
+    their ``val_`` forms). A monitor can then report a misspelt name before
+    the first epoch.
+    """
+    setattr(callback_list, _LOGGED_NAMES_ATTR, [str(n) for n in names])
+
+
+def logged_keys(callback) -> set[str] | None:
+    """Every key the epoch logs of the running fit can hold, as seen from
+    ``callback``'s ``on_train_begin``; None when that cannot be known.
+
+    The names the model (or the loop) logs, their ``val_`` forms (a callback
+    is not told whether there is validation data, so both count), and what
+    the other callbacks of the same ``CallbackList`` may add: nothing for
+    callbacks that keep ``Callback.on_epoch_end``, ``learning_rate`` for
+    Keras's own and the kit's; any other ``on_epoch_end`` may add anything,
+    and then nothing can be known.
+    """
+    callbacks = private.running_callback_list(callback)
+    if callbacks is None:
+        return None
+    names = getattr(callbacks, _LOGGED_NAMES_ATTR, None)
+    if names is None:
+        names = private.logged_metric_names(callback.model)
+    if names is None:
+        return None
+    keys = set(names) | {f"val_{name}" for name in names}
+    for other in callbacks.callbacks:
+        if other is callback:
+            continue
+        if isinstance(other, KitCallback):
+            if other._adds_log_keys is None:
+                return None
+            keys.update(other._adds_log_keys)
+            continue
+        hook = getattr(type(other), "on_epoch_end", None)
+        if hook is keras.callbacks.Callback.on_epoch_end:
+            continue
+        owner = getattr(hook, "__module__", "") or ""
+        if owner.startswith("keras.") and type(other).__name__ != "LambdaCallback":
+            keys.add("learning_rate")  # ReduceLROnPlateau, LearningRateScheduler
+            continue
+        return None  # a callback of the user's may write any key
+    return keys
+
+
+def closest_key(name: str, keys) -> str | None:
+    """The key most like ``name`` (difflib), if any is close enough."""
+    found = difflib.get_close_matches(name, sorted(keys), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def check_monitor_logged(callback, monitor: str) -> None:
+    """Raises :class:`MissingMonitorError` at train begin when ``monitor``
+    cannot appear in the epoch logs of this fit, suggesting the closest key
+    that can.
+
+    Only when every key can be known (:func:`logged_keys`); otherwise the
+    first epoch end tells (:class:`MissingMonitorError`).
+    """
+    keys = logged_keys(callback)
+    if keys is None or monitor in keys or monitor.startswith("learning_rate"):
+        return
+    close = closest_key(monitor, keys)
+    hint = f" Did you mean {close!r}?" if close else ""
+    # learning_rate is what LR callbacks add; the model's own keys are the news.
+    shown = ", ".join(sorted((k for k in keys if not k.startswith("learning_rate")),
+                             key=lambda k: (k.startswith("val_"), k)))
+    raise MissingMonitorError(
+        f"{type(callback).__name__}: monitor={monitor!r} is not in the logs. Keys present: "
+        f"{shown} (every key this fit can log; the val_ ones with validation data).{hint}")
 
 
 class MonitorCallback(KitCallback):
@@ -286,6 +389,10 @@ class MonitorCallback(KitCallback):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
+        if self.on_missing == "raise":
+            # A misspelt name is told now, not after an epoch of training, and
+            # before the direction, whose error would blame `mode`.
+            check_monitor_logged(self, self.monitor)
         self.direction  # noqa: B018 - resolves "auto" or raises before training.
 
     def _is_improvement(self, value: float, reference: float | None) -> bool:
@@ -311,11 +418,7 @@ class MonitorCallback(KitCallback):
         """The monitored value as a float, or ``None`` after a warning."""
         logs = logs or {}
         if self.monitor not in logs:
-            present = ", ".join(sorted(logs)) or "(none)"
-            message = (
-                f"{type(self).__name__}: monitor={self.monitor!r} is not in the "
-                f"logs. Keys present: {present}."
-            )
+            message = missing_monitor_message(type(self).__name__, self.monitor, logs)
             if self.on_missing == "raise":
                 raise MissingMonitorError(message)
             if not self._warned_missing:

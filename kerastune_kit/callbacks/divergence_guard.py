@@ -8,7 +8,13 @@ import warnings
 from kerastune_kit._snapshot import Snapshot, weights_finite
 from kerastune_kit._validation import check_choice, check_int, check_number, check_verbose
 from kerastune_kit.callbacks import _lr_control
-from kerastune_kit.callbacks._base import KitCallback, MissingMonitorError, log_scalar
+from kerastune_kit.callbacks._base import (
+    KitCallback,
+    MissingMonitorError,
+    check_monitor_logged,
+    log_scalar,
+    missing_monitor_message,
+)
 
 
 class DivergenceGuard(KitCallback):
@@ -127,6 +133,7 @@ class DivergenceGuard(KitCallback):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
+        check_monitor_logged(self, self.monitor)
         _lr_control.controlled_schedule(self.model)
         if self._starts_fresh():
             self.best = None
@@ -210,10 +217,8 @@ class DivergenceGuard(KitCallback):
     def _value(self, logs) -> float:
         logs = logs or {}
         if self.monitor not in logs:
-            present = ", ".join(sorted(logs)) or "(none)"
-            raise MissingMonitorError(
-                f"DivergenceGuard: monitor={self.monitor!r} is not in the logs. "
-                f"Keys present: {present}.")
+            raise MissingMonitorError(missing_monitor_message("DivergenceGuard", self.monitor,
+                                                              logs))
         return log_scalar(self.monitor, logs[self.monitor], "DivergenceGuard")
 
     def _verdict(self, value: float) -> str | None:

@@ -16,6 +16,7 @@ from kerastune_kit._distribute import is_chief
 from kerastune_kit._optimizer import base_optimizer
 from kerastune_kit._snapshot import on_restore
 from kerastune_kit._validation import check_callbacks, check_choice, check_int, show
+from kerastune_kit.callbacks._base import declare_logged_names
 from kerastune_kit.training import _data
 from kerastune_kit.training._backup import Backup
 from kerastune_kit.training._loop import Accumulation, LoopBuilder, LossTracker
@@ -279,6 +280,8 @@ class Trainer:
             callback_list = keras.callbacks.CallbackList(
                 callbacks, add_history=True, add_progbar=verbose != 0, model=self.model,
                 verbose=verbose, epochs=epochs, steps=train.steps)
+            # The kit's monitors can then tell a misspelt name before training.
+            declare_logged_names(callback_list, ["loss", *(m.name for m in self.metrics)])
             self._fit_loop(train, val, callback_list, epochs=epochs,
                            initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                            backup=backup)

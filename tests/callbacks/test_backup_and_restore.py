@@ -47,7 +47,7 @@ CURVE = [5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 2.95, 3.3, 3.4, 3.5, 3.6, 3.7]
 def callbacks_for(backup_dir, **backup_kwargs):
     """Two EarlyStoppings (keyed by position), one before and one after the
     backup in the list, and a TimeBasedLR."""
-    early = EarlyStopping(monitor="val_score", mode="min", patience=4)
+    early = EarlyStopping(monitor="val_score", mode="min", patience=4, restore_best_weights=True)
     late = EarlyStopping(monitor="val_score", mode="min", patience=2, restore_best_weights=False)
     lr = TimeBasedLR(S.Constant(1.0), unit="epoch")
     backup = BackupAndRestore(backup_dir, **backup_kwargs)
