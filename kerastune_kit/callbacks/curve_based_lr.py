@@ -79,6 +79,35 @@ class CurveBasedLR(MonitorCallback):
     and :meth:`set_state` carry the counters, the window, the EMA and the
     events, so a resumed run decides exactly like an uninterrupted one.
 
+    ``CurveBasedLR(rule="plateau", min_delta_mode="abs")`` with Keras's
+    values takes Keras's decisions: the same rate after every epoch (tested
+    against Keras's own callback). Where it differs from
+    ``keras.callbacks.ReduceLROnPlateau`` (Keras 3.15):
+
+    ====================  ================================  ==============================
+    What                  Keras                             kit
+    ====================  ================================  ==============================
+    defaults              ``factor=0.1``, ``patience=10``,  ``factor=0.5``, ``patience=3``,
+                          ``min_delta=1e-4`` absolute       ``min_delta=1e-4`` relative
+                                                            (``min_delta_mode="rel"``)
+    a schedule as rate    ``TypeError``: the rate is not    the cut scales the schedule
+                          settable
+    with ``TimeBasedLR``  its float replaces the            the cut scales the schedule,
+                          schedule's rate                   which keeps its shape
+    ``monitor`` missing   warns at each epoch end           ``MissingMonitorError`` (see
+                                                            ``EarlyStopping``);
+                                                            ``on_missing="warn"``: Keras's
+    ``mode="auto"``       the metric's direction, at the    the name, then the metric, at
+                          first epoch end                   train begin
+    bad arguments         ``factor >= 1`` raises; the rest  ``ValueError`` at construction
+                          is not checked                    for every argument
+    ``verbose=1`` prints  ``Epoch 5: ReduceLROnPlateau      ``Epoch 5: CurveBasedLR
+                          reducing learning rate to         (plateau) cut the learning
+                          0.01.``                           rate from 0.02 to 0.01.``
+    several optimizers    each ``optimizer.optimizers``     one optimizer (a loss-scale
+                          is cut                            wrapper's inner one)
+    ====================  ================================  ==============================
+
     Args:
         monitor: the quantity in the logs. Defaults to ``"val_loss"``.
         mode: ``"auto"`` (default), ``"min"`` or ``"max"``. ``"auto"`` reads
@@ -99,9 +128,10 @@ class CurveBasedLR(MonitorCallback):
         min_lr: the floor of the rate, ``>= 0``. Defaults to 0.
         window: epochs in the slope fit, ``>= 2``. Defaults to 5.
         smoothing: EMA coefficient in [0, 1); 0 (default) judges raw values.
-        on_missing: ``"raise"`` (default): a ``KeyError`` at the epoch end
-            naming the missing key and listing the keys present; ``"warn"``:
-            warn once and skip such epochs.
+        on_missing: ``"raise"`` (default): a :class:`MissingMonitorError`
+            naming the missing key, the keys present and the closest (at
+            train begin when every key the fit can log is known, else at the
+            epoch end); ``"warn"``: warn once and skip such epochs.
         verbose: 1 prints each cut. Defaults to 0.
 
     Example:

@@ -239,8 +239,8 @@ class DivergenceGuard(KitCallback):
                               best=self.best, retries=self.retries)
             message = (
                 f"DivergenceGuard: the {self.monitor!r} diverged ({reason}, value "
-                f"{value:.4g}) at epoch {epoch}"
-                + ("" if batch is None else f", batch {batch}")
+                f"{value:.4g}) in epoch {epoch + 1}"
+                + ("" if batch is None else f", step {batch + 1}")
                 + f" after {self.retries} rollback(s) (max_retries={self.max_retries}); "
                 "restored the last good weights and stopped training."
             )
@@ -253,7 +253,8 @@ class DivergenceGuard(KitCallback):
         self.record_event("rollback", epoch, reason, batch=batch, value=value, best=self.best,
                           old_lr=old_lr, new_lr=new_lr, retry=self.retries)
         if self.verbose:
-            where = f"epoch {epoch}" + ("" if batch is None else f", batch {batch}")
+            # 1-based, like Keras's progress bar (the events keep Keras's indices).
+            where = f"epoch {epoch + 1}" + ("" if batch is None else f", step {batch + 1}")
             print(f"\nDivergenceGuard: {reason} {self.monitor}={value:.4g} at {where}; "
                   f"rolled back and cut the learning rate from {old_lr:.4g} to "
                   f"{new_lr:.4g} (retry {self.retries}/{self.max_retries}).")

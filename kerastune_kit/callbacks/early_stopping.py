@@ -370,7 +370,7 @@ class EarlyStopping(MonitorCallback):
             _load_model_weights(self.model, self._write_path)
             return "disk"
         warnings.warn(
-            f"EarlyStopping cannot restore the best epoch {self.best_epoch}: its weights "
+            f"EarlyStopping cannot restore the best epoch {self.best_epoch + 1}: its weights "
             "were seen before the run was resumed and there is no best_model_path to "
             "read them from; the final weights are kept. Resume with "
             "kerastune_kit.callbacks.BackupAndRestore or pass best_model_path.",

@@ -130,8 +130,10 @@ class TensorBoardCurves(KitCallback):
                                                             ``epoch_iterations``
     ``batch_*`` steps     a count of batch hooks            the optimizer's step
     ``evaluation_*``      in ``fit`` and ``evaluate``       in ``fit`` only
-    other summaries       histograms, images, graph,        none (no such arguments)
-                          profiler, embeddings
+    other summaries       histograms, images, graph,        none (no such arguments);
+                          profiler, embeddings; what the    its writers are not the
+                          model's code writes (the          default, so the model's own
+                          default writer is Keras's)        summaries go nowhere
     decisions             none                              ``kit/*`` markers and texts
     keras-tuner           a folder per trial, for a class   the same folders, the trial
                           named ``TensorBoard``             found by the callback

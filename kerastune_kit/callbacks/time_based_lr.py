@@ -96,8 +96,8 @@ class TimeBasedLR(KitCallback):
                                                             number or a spec
     when the rate moves   at epoch begins                   at every step, in the compiled
                                                             step (``unit="step"``)
-    an optimizer built    ``TypeError``: the rate is not    runs on top of it
-    with a schedule       settable
+    a schedule as rate    ``TypeError``: the rate is not    runs on top of it
+                          settable
     other LR callbacks    its float overwrites theirs       cuts of ``CurveBasedLR`` and
                                                             ``DivergenceGuard`` scale it
     time budget           none                              ``unit="second"``,

@@ -388,7 +388,7 @@ def test_resumed_run_continues_counting_patience(tmp_path, with_path):
         fit_probe(model, [Script(CURVE), resumed], epochs=len(CURVE), initial_epoch=9)
         assert probe_epoch(model) == 6  # The best epoch came back from the file.
     else:
-        with pytest.warns(UserWarning, match="cannot restore the best epoch 6"):
+        with pytest.warns(UserWarning, match="cannot restore the best epoch 7"):  # 1-based
             fit_probe(model, [Script(CURVE), resumed], epochs=len(CURVE), initial_epoch=9)
         assert probe_epoch(model) == 10  # Nothing to restore from: the last weights.
         assert "could not restore epoch 7" in resumed.summary

@@ -136,7 +136,7 @@ def test_schedule_dependent_on_previous_learning_rate(self):
 
 
 @pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
-    "documented ('an optimizer built with a schedule' row): TimeBasedLR runs on top of it "
+    "documented ('a schedule as rate' row): TimeBasedLR runs on top of it "
     "instead of raising Keras's TypeError"))
 def test_throws_when_optimizer_has_schedule(self):
     # kit: Keras's lambda halves the rate; here a schedule that does nothing

@@ -87,7 +87,7 @@ def test_reduces_lr_with_model_fit(self):
 
 
 @pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
-    "documented ('an optimizer built with a schedule' row): CurveBasedLR scales the "
+    "documented ('a schedule as rate' row): CurveBasedLR scales the "
     "schedule instead of raising Keras's TypeError"))
 def test_throws_when_optimizer_has_schedule(self):
     reduce_lr = ReduceLROnPlateau(patience=1, factor=0.1, monitor="val_loss", min_delta=100)
