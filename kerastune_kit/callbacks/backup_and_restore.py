@@ -107,8 +107,8 @@ class BackupAndRestore(KitCallback):
         verbose: 1 prints a line when a run is resumed. Defaults to 0.
         double_checkpoint: Keras's argument, accepted for a one-import
             swap; the two newest backups are always kept. Defaults to True.
-        delete_checkpoint: Keras's name for ``delete_on_success``. Defaults
-            to None (``delete_on_success`` decides).
+        delete_checkpoint: Keras's name for ``delete_on_success``; either
+            one False keeps the backup. Defaults to True.
 
     Where it differs from ``keras.callbacks.BackupAndRestore`` (Keras 3.15):
 
@@ -151,7 +151,7 @@ class BackupAndRestore(KitCallback):
     def __init__(self, backup_dir: str, save_freq: str = "epoch",
                  delete_on_success: bool = True, run_id: str | None = None,
                  allow_foreign: bool = False, verbose: int = 0, *,
-                 double_checkpoint: bool = True, delete_checkpoint: bool | None = None):
+                 double_checkpoint: bool = True, delete_checkpoint: bool = True):
         super().__init__()
         if not isinstance(backup_dir, (str, os.PathLike)) or not os.fspath(backup_dir):
             raise ValueError(f"`backup_dir` must be a folder path, got {backup_dir!r}.")
@@ -164,16 +164,11 @@ class BackupAndRestore(KitCallback):
         self.save_freq = save_freq
         self.delete_on_success = check_bool("delete_on_success", delete_on_success)
         # Keras's names: the two newest backups are always kept, and
-        # `delete_checkpoint` is Keras's name for `delete_on_success`.
+        # `delete_checkpoint` is Keras's name for `delete_on_success` (either
+        # one False keeps the backup).
         self.double_checkpoint = check_bool("double_checkpoint", double_checkpoint)
-        if delete_checkpoint is not None:
-            delete_checkpoint = check_bool("delete_checkpoint", delete_checkpoint)
-            if not delete_on_success:
-                if delete_checkpoint:
-                    raise ValueError(
-                        "`delete_checkpoint` (Keras's name) and `delete_on_success` say "
-                        "different things (True and False); pass one of them.")
-            self.delete_on_success = delete_checkpoint
+        self.delete_on_success = self.delete_on_success and check_bool(
+            "delete_checkpoint", delete_checkpoint)
         self.delete_checkpoint = self.delete_on_success
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise ValueError(f"`run_id` must be a non-empty string or None, got {run_id!r}.")

@@ -296,3 +296,19 @@ def test_kills_at_steps_and_inside_every_file_operation_resume_exactly(tmp_path)
     assert not resumed["backup_left"]
     leftovers = [n for n in os.listdir(tmp_path / "chain") if ".tmp-" in n]
     assert leftovers == []  # every temporary file of a killed writer was removed
+
+
+@pytest.mark.parametrize("kwargs, kept", [
+    (dict(), False), (dict(delete_checkpoint=False), True), (dict(delete_on_success=False), True),
+    (dict(double_checkpoint=False), False),
+])
+def test_keras_argument_names_are_accepted(tmp_path, kwargs, kept):
+    """A one-import swap from keras.callbacks.BackupAndRestore: Keras's
+    delete_checkpoint keeps the backup as delete_on_success does; the two
+    newest backups are kept whatever double_checkpoint says."""
+    backup_dir = str(tmp_path / "backup")
+    callback = BackupAndRestore(backup_dir, "epoch", **kwargs)
+    fit_probe(probe_model(), [callback], epochs=3)
+    assert os.path.isdir(backup_dir) == kept
+    if kept:
+        assert len([n for n in os.listdir(backup_dir) if n.startswith("backup-")]) == 2
