@@ -227,8 +227,7 @@ class TensorBoardCurves(KitCallback):
         if not self._active:
             return
         self._fitting = True
-        if self.run_dir is None:
-            self._join_tuner_trial()
+        self._join_tuner_trial()
         self._writers = {}
         # Checked now, before any step; the run folder itself is chosen at the
         # first epoch, once every callback's on_train_begin ran (a backup may
@@ -244,11 +243,21 @@ class TensorBoardCurves(KitCallback):
         trial = _tuner_trial.current_trial()
         if trial is None:
             return
-        self.trial_id = trial.trial_id
         parts = [self.log_dir, trial.trial_id]
         if trial.execution is not None:
             parts.append(f"execution{trial.execution}")
-        self._base_dir = os.path.join(*parts)
+        base_dir = os.path.join(*parts)
+        self.trial_id = trial.trial_id
+        if base_dir == self._base_dir:
+            return  # a later fit of the same trial's execution: the same run
+        self._base_dir = base_dir
+        if self.run_dir is not None and (
+                self.run_dir == base_dir or self.run_dir.startswith(base_dir + "-")):
+            return  # this trial's run, restored by a backup
+        # Another trial (a run_trial of the user's may reuse one callback
+        # object for all trials): a run of its own.
+        self.run_dir = None
+        self._last_epoch = None
         if self.hparams is None and trial.hyperparameters:
             self._run_hparams = trial.hyperparameters
 

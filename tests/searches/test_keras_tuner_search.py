@@ -104,3 +104,43 @@ def test_a_grid_search_with_the_kit_callbacks(tmp_path):
     # The tuner ranks the trials by the best epoch each restored.
     best = tuner.oracle.get_best_trials(1)[0]
     assert best.score == pytest.approx(min(s["callbacks"][0].best for s in hypermodel.trials))
+
+
+class OwnRunTrial(kt.RandomSearch):
+    """A tuner with its own run_trial, as keras-tuner's docs show one."""
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        model = self.hypermodel.build(hp)
+        return self.hypermodel.fit(hp, model, *args, **kwargs)
+
+
+def test_one_callback_object_for_every_trial_of_a_run_trial_of_its_own(tmp_path):
+    """keras-tuner's docs show run_trial overridden; such a run_trial fits with
+    the search's callbacks as they are, one object for every trial. Each
+    trial is still a run of its own, in its trial's folder.
+
+    (Where the trial cannot be found at all, each fit that starts its epochs
+    over goes to a fresh <log_dir>-<n>: test_a_second_fit_of_the_same_callback
+    in tests/callbacks/test_tensorboard_curves.py.)"""
+    x, y, x_val, y_val = overfit_data()
+    hypermodel = RecordingHyperModel()
+    tuner = OwnRunTrial(hypermodel, objective="val_loss", max_trials=2, seed=1,
+                        directory=str(tmp_path / "tuner"), project_name="own", overwrite=True)
+    curves = TensorBoardCurves(tmp_path / "tb")
+    run_dirs = []
+
+    class NoteRunDir(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            run_dirs.append((curves.trial_id, curves.run_dir))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuner.search(x, y, validation_data=(x_val, y_val), epochs=2, batch_size=8,
+                     verbose=0, callbacks=[curves, NoteRunDir()])
+    assert not [w for w in caught if "TensorBoardCurves" in str(w.message)]
+    ids = sorted(t.trial_id for t in tuner.oracle.trials.values())
+    assert len(ids) == 2 and sorted(trial for trial, _ in run_dirs) == ids
+    for trial_id, run_dir in run_dirs:
+        assert run_dir == str(tmp_path / "tb" / trial_id)  # no execution loop here
+        assert [step for step, _ in read_run(run_dir).scalars["train"]["epoch_loss"]] == [0, 1]
