@@ -15,7 +15,7 @@ from kerastune_kit._validation import (
     check_verbose,
 )
 from kerastune_kit.callbacks import _lr_control
-from kerastune_kit.callbacks._base import MonitorCallback
+from kerastune_kit.callbacks.monitor_callback import MonitorCallback
 
 _RULES = ("plateau", "slope")
 # A rate within this relative distance of `min_lr` counts as being at it:
@@ -190,8 +190,6 @@ class CurveBasedLR(MonitorCallback):
         # Installed now, before the first step is traced, rather than at the
         # first cut (which would retrace the train function mid-run).
         _lr_control.controlled_schedule(self.model)
-        if self._starts_fresh():
-            self._reset()
 
     def on_epoch_end(self, epoch, logs=None):
         _lr_control.record_learning_rate(self.model, logs)
@@ -235,8 +233,7 @@ class CurveBasedLR(MonitorCallback):
         if finite and len(self.window_values) < self.window:
             return
         improvement, level = self._fitted_trend() if finite else (math.nan, math.nan)
-        margin = self.min_delta * abs(level) if self.min_delta_mode == "rel" else self.min_delta
-        if finite and improvement >= margin:
+        if finite and improvement >= self._margin(level):
             self.wait = 0
             return
         self.wait += 1
@@ -249,8 +246,7 @@ class CurveBasedLR(MonitorCallback):
         t = np.arange(len(y), dtype=np.float64)
         slope, intercept = np.polyfit(t, y, 1)
         level = intercept + slope * t[-1]
-        improvement = -slope if self.direction == "min" else slope
-        return float(improvement), float(level)
+        return float(self._gain(slope)), float(level)
 
     # The cut ----------------------------------------------------------------
 

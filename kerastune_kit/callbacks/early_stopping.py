@@ -16,8 +16,14 @@ from kerastune_kit._atomic import (
     replace_atomically,
 )
 from kerastune_kit._ownership import Ownership
-from kerastune_kit._validation import check_choice, check_int, check_number, check_verbose
-from kerastune_kit.callbacks._base import MonitorCallback
+from kerastune_kit._validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_verbose,
+)
+from kerastune_kit.callbacks.monitor_callback import MonitorCallback
 
 _SUFFIXES = (".keras", ".weights.h5")
 
@@ -185,7 +191,7 @@ class EarlyStopping(MonitorCallback):
         self.patience = check_int("patience", patience, minimum=0)
         self.baseline = _optional_number("baseline", baseline)
         self.start_from_epoch = check_int("start_from_epoch", start_from_epoch, minimum=0)
-        self.restore_best_weights = _check_bool("restore_best_weights", restore_best_weights)
+        self.restore_best_weights = check_bool("restore_best_weights", restore_best_weights)
         self.restore_from = check_choice("restore_from", restore_from, ("memory", "disk"))
         self.best_model_path = None if best_model_path is None else check_suffix(
             "best_model_path", best_model_path, _SUFFIXES)
@@ -200,7 +206,7 @@ class EarlyStopping(MonitorCallback):
                 "`restore_best_weights` is False, so none would be; pass "
                 "restore_best_weights=True (Keras's default, which this callback keeps, is "
                 "False).")
-        self.stop_on_nonfinite = _check_bool("stop_on_nonfinite", stop_on_nonfinite)
+        self.stop_on_nonfinite = check_bool("stop_on_nonfinite", stop_on_nonfinite)
         self.stopping_threshold = _optional_number("stopping_threshold", stopping_threshold)
         self.divergence_threshold = _optional_number("divergence_threshold",
                                                      divergence_threshold)
@@ -230,8 +236,6 @@ class EarlyStopping(MonitorCallback):
             if self._write_path == self.best_model_path:  # the chief
                 self._ownership.acquire()
             remove_stale_temps(self._write_path)
-        if self._starts_fresh():
-            self._reset()
         self._last_epoch = None
         self._stop_value = None
         self.summary = ""
@@ -291,24 +295,23 @@ class EarlyStopping(MonitorCallback):
     def _reached(self, value, threshold):
         if threshold is None or not math.isfinite(value):
             return False
-        return value <= threshold if self.direction == "min" else value >= threshold
+        return self._reaches(value, threshold)
 
     def _diverged(self, value):
         threshold = self.divergence_threshold
         if threshold is None or not math.isfinite(value):
             return False
-        return value > threshold if self.direction == "min" else value < threshold
+        return self._worse_than(value, threshold)
 
     def _check_thresholds(self):
         good, bad = self.stopping_threshold, self.divergence_threshold
         if good is None or bad is None:
             return
-        if (good >= bad) if self.direction == "min" else (good <= bad):
-            relation = "below" if self.direction == "min" else "above"
+        if not self._is_better(good, bad):
             raise ValueError(
-                f"`stopping_threshold` ({good!r}) must be {relation} `divergence_threshold` "
-                f"({bad!r}) when {self.monitor!r} is {self.direction}imised."
-            )
+                f"`stopping_threshold` ({good!r}) must be {self._better_side} "
+                f"`divergence_threshold` ({bad!r}) when {self.monitor!r} is "
+                f"{self.direction}imised.")
 
     def _new_best(self, epoch, value):
         self.best = value
@@ -449,8 +452,3 @@ def _load_model_weights(model, path):
 def _optional_number(name, value):
     return None if value is None else float(check_number(name, value))
 
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
-    return bool(value)

@@ -251,10 +251,6 @@ class TimeBasedLR(KitCallback):
         if self._pending_factor is not None:
             _lr_control.write_controls(self.model, factor=self._pending_factor)
             self._pending_factor = None
-        if self._starts_fresh():
-            self.elapsed_seconds = 0.0
-            self.position = 0.0
-            self.budget_exhausted = False
         self._warned_end = False
         self._timer = BudgetTimer(self.budget_seconds, self.clock)
         self._timer.start(self.elapsed_seconds, (self.params or {}).get("steps"))
@@ -304,6 +300,11 @@ class TimeBasedLR(KitCallback):
         self._timer.elapsed_before = self.elapsed_seconds
 
     # Internals --------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self.elapsed_seconds = 0.0
+        self.position = 0.0
+        self.budget_exhausted = False
 
     def _relative_to(self, current):
         """The schedule scaled by the optimizer's own rate (``current``: the

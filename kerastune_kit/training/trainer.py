@@ -16,7 +16,7 @@ from kerastune_kit._distribute import is_chief
 from kerastune_kit._optimizer import base_optimizer
 from kerastune_kit._snapshot import on_restore
 from kerastune_kit._validation import check_callbacks, check_choice, check_int, show
-from kerastune_kit.callbacks._base import declare_logged_names
+from kerastune_kit.callbacks.monitor_callback import declare_logged_names
 from kerastune_kit.training import _data
 from kerastune_kit.training._backup import Backup
 from kerastune_kit.training._loop import Accumulation, LoopBuilder, LossTracker

@@ -150,3 +150,66 @@ def test_a_model_with_its_own_train_step_may_log_anything():
     stop = EarlyStopping(monitor="custom", mode="min", patience=5)
     model.fit(X, Y, epochs=2, verbose=0, callbacks=[stop])
     assert stop.best is not None
+
+
+# The base itself ---------------------------------------------------------------
+
+
+def test_the_names_moved_to_monitor_callback_still_import_from_base():
+    from kerastune_kit.callbacks import _base, monitor_callback
+
+    for name in ("MonitorCallback", "MissingMonitorError", "log_scalar", "monitor_direction",
+                 "declare_logged_names", "check_monitor_logged"):
+        assert getattr(_base, name) is getattr(monitor_callback, name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _base.nothing  # noqa: B018
+
+
+def test_every_monitor_callback_derives_from_the_base():
+    from kerastune_kit.callbacks import MonitorCallback
+
+    for cls in (EarlyStopping, CurveBasedLR, DivergenceGuard):
+        assert issubclass(cls, MonitorCallback)
+    assert DivergenceGuard().direction == "min"  # it watches a loss
+
+
+class CountsEpochs(__import__("kerastune_kit").callbacks.KitCallback):
+    """A kit callback with per-run state: epochs counted in this run."""
+
+    _state_attributes = ("count",)
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+        self.resets = 0
+
+    def _reset(self):
+        self.count = 0
+        self.resets += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.count += 1
+
+
+def test_train_begin_resets_per_run_state_unless_a_state_was_restored():
+    """The reset handshake is the base's: a fit starts from _reset(), except
+    the one fit after set_state, which keeps the restored state."""
+    model = classifier()
+    counter = CountsEpochs()
+    fit(model, [counter], epochs=2)
+    assert (counter.count, counter.resets) == (2, 1)
+    fit(model, [counter], epochs=2)
+    assert (counter.count, counter.resets) == (2, 2)
+    restarted = CountsEpochs()  # as in a restarted process, from a backup
+    restarted.set_state(counter.get_state())
+    fit(model, [restarted], epochs=1)
+    assert (restarted.count, restarted.resets) == (3, 0)  # kept, then counted on
+    fit(model, [restarted], epochs=1)
+    assert (restarted.count, restarted.resets) == (1, 1)
+
+
+def test_divergence_guard_reports_a_missing_key_as_every_monitor_does():
+    with pytest.raises(MissingMonitorError, match=r"DivergenceGuard: monitor='val_los' is "
+                                                  r"not in the logs\..*Did you mean 'val_loss'"):
+        fit(classifier(), [ScriptedLogs([1.0, 1.0], key="other"),
+                           DivergenceGuard(monitor="val_los")])
