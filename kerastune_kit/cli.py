@@ -7,14 +7,22 @@ import os
 import sys
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
 
 
 def _positive_float(text: str) -> float:
@@ -48,14 +56,14 @@ def _demo(args, parser) -> int:
 
 
 def _find_lr(args, parser) -> int:
+    if args.output:
+        _check_output(parser, args.output)
     _quiet_tensorflow()
     import keras
 
     from kerastune_kit.demo import build_digits_model, load_digits_splits
     from kerastune_kit.tuning import find_lr
 
-    if args.output:
-        _check_logdir(parser, os.path.dirname(os.path.abspath(args.output)), None)
     keras.utils.set_random_seed(args.seed)
     data = load_digits_splits(args.seed)
     model = build_digits_model()
@@ -71,17 +79,38 @@ def _find_lr(args, parser) -> int:
 
 
 def _plot(args, parser) -> int:
+    # Told before TensorBoard's reader (and TensorFlow) is imported.
+    if not os.path.isdir(args.logdir):
+        parser.error(f"LOGDIR {args.logdir!r} is not a folder")
+    if not _holds_event_files(args.logdir):
+        parser.error(f"LOGDIR {args.logdir!r} holds no TensorBoard event files (looked for "
+                     "'*tfevents*' files in it and its subfolders)")
+    _check_output(parser, args.output)
     _quiet_tensorflow()
     from kerastune_kit.plotting import plot_run
 
-    if not os.path.isdir(args.logdir):
-        parser.error(f"LOGDIR {args.logdir!r} is not a folder")
     try:
         path = plot_run(args.logdir, args.output)
     except ValueError as err:  # No curves, two runs in one folder, an unwritable path.
         parser.error(str(err))
     print(f"Curves written to {path}")
     return 0
+
+
+def _holds_event_files(folder: str) -> bool:
+    from kerastune_kit.plotting._events import is_event_file
+
+    return any(is_event_file(name) for _, _, names in os.walk(folder) for name in names)
+
+
+def _check_output(parser, output: str) -> None:
+    """Reports an image path that cannot be written as a usage error of ``-o``."""
+    from kerastune_kit._atomic import check_writable_folder
+
+    try:
+        check_writable_folder("-o/--output", os.path.dirname(os.path.abspath(output)))
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def _check_logdir(parser, logdir: str, name: str | None) -> None:
@@ -104,48 +133,75 @@ def _check_fresh_run(parser, run_dir: str) -> None:
                      "pass another --name or delete that folder")
 
 
+_EPOCHS_NOTE = ("Epoch numbers in the terminal, the PNG, summary.json and the TensorBoard "
+                "texts are 1-based, like Keras's progress bar.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``kerastune-kit``."""
+    from kerastune_kit import __version__
+
     parser = argparse.ArgumentParser(
         prog="kerastune-kit",
         description="Training-tuning toolkit for Keras 3 on TensorFlow.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    defaults = argparse.ArgumentDefaultsHelpFormatter
 
     demo = sub.add_parser(
-        "demo", help="the main job: train on scikit-learn's bundled digits with the whole kit")
-    demo.add_argument("--epochs", type=_positive_int, default=40)
-    demo.add_argument("--batch-size", type=_positive_int, default=64)
+        "demo", formatter_class=defaults,
+        help="the main job: train on scikit-learn's bundled digits with the whole kit",
+        description="Trains an MLP on scikit-learn's bundled digits (no download) with the "
+        "kit's Trainer and callbacks and writes <logdir>/<name>/: event files, best.keras, "
+        "curves.png and summary.json. " + _EPOCHS_NOTE)
+    demo.add_argument("--epochs", type=_positive_int, default=40,
+                      help="most epochs to train (early stopping may end sooner)")
+    demo.add_argument("--batch-size", type=_positive_int, default=64,
+                      help="examples per training step")
     demo.add_argument("--budget-seconds", type=_positive_float, default=None,
-                      help="wall-clock budget; the LR schedule ends with it")
-    demo.add_argument("--strategy", choices=_STRATEGIES, default="auto")
-    demo.add_argument("--logdir", default="runs", help="folder of runs (default: runs)")
+                      help="a wall-clock budget: the run is then kerastune_kit.fit_budgeted, "
+                      "whose LR schedule ends with it; none: the parts by hand")
+    demo.add_argument("--strategy", choices=_STRATEGIES, default="auto",
+                      help="the tf.distribute strategy")
+    demo.add_argument("--logdir", default="runs", help="folder of runs")
     demo.add_argument("--name", default=None,
                       help="run folder name, <logdir>/<name>; one that already holds a run "
-                      "is refused (default: demo-<time>)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=_demo)
+                      "is refused; none: demo-<time>")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seeds the data split, the weights and the shuffling")
+    demo.set_defaults(func=_demo, parser=demo)  # errors show its usage
 
-    lr = sub.add_parser("find-lr", help="LR range test on the digits data")
-    lr.add_argument("--steps", type=_positive_int, default=100)
-    lr.add_argument("--batch-size", type=_positive_int, default=64)
-    lr.add_argument("--suggest", choices=("valley", "steepest", "minimum"), default="valley")
+    lr = sub.add_parser(
+        "find-lr", formatter_class=defaults, help="LR range test on the digits data",
+        description="Leslie Smith's LR range test on the demo's model and data: prints the "
+        "suggested learning rate and draws the loss against the rate.")
+    lr.add_argument("--steps", type=_int_at_least(3), default=100,
+                    help="training steps of the test, the rate rising at each (>= 3)")
+    lr.add_argument("--batch-size", type=_positive_int, default=64,
+                    help="examples per step")
+    lr.add_argument("--suggest", choices=("valley", "steepest", "minimum"), default="valley",
+                    help="how the rate is chosen from the curve")
     lr.add_argument("-o", "--output", default="lr_finder.png",
-                    help="where to write the plot (default: lr_finder.png; '' for none)")
-    lr.add_argument("--seed", type=int, default=0)
-    lr.set_defaults(func=_find_lr)
+                    help="where to write the plot ('' for none)")
+    lr.add_argument("--seed", type=int, default=0, help="seeds the weights and the batches")
+    lr.set_defaults(func=_find_lr, parser=lr)  # errors show its usage
 
-    plot = sub.add_parser("plot", help="draw the curves of a run's event files")
-    plot.add_argument("logdir", metavar="LOGDIR")
-    plot.add_argument("-o", "--output", default="curves.png")
-    plot.set_defaults(func=_plot)
+    plot = sub.add_parser(
+        "plot", formatter_class=defaults, help="draw the curves of a run's event files",
+        description="Draws loss, metrics and learning rate of one run, with the kit's "
+        "decisions marked. " + _EPOCHS_NOTE)
+    plot.add_argument("logdir", metavar="LOGDIR",
+                      help="the run's folder (TensorBoardCurves' log_dir or run_dir)")
+    plot.add_argument("-o", "--output", default="curves.png",
+                      help="the image to write; its extension picks the format")
+    plot.set_defaults(func=_plot, parser=plot)  # errors show its usage
     return parser
 
 
 def main(argv=None) -> int:
     """Entry point of the ``kerastune-kit`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return args.func(args, parser)
+    args = build_parser().parse_args(argv)
+    return args.func(args, args.parser)
 
 
 if __name__ == "__main__":

@@ -112,7 +112,10 @@ def run_demo(*, epochs: int = 40, batch_size: int = 64, budget_seconds: float | 
         verbose: 1 shows the progress bar and the summary. Defaults to 1.
 
     Returns:
-        The summary dict written to ``summary.json``.
+        The summary dict written to ``summary.json``. Its epoch numbers
+        (``best_epoch``, the ``lr_cuts``' ``epoch``) are 1-based, as the
+        terminal, the PNG and the TensorBoard texts show them; the callbacks'
+        attributes and events keep Keras's 0-based epoch index.
 
     Example:
 
@@ -215,6 +218,7 @@ def _scheduled_run(trainer, train, data, epochs, batch_size, peak_learning_rate,
     time_based = TimeBasedLR(schedule)
     curve_based = CurveBasedLR(monitor="val_loss", factor=0.5, patience=3, cooldown=2)
     early_stopping = EarlyStopping(monitor="val_accuracy", patience=10,
+                                   restore_best_weights=True, stop_on_nonfinite=True,
                                    best_model_path=os.path.join(run_dir, "best.keras"),
                                    verbose=verbose)
     history = trainer.fit(train, epochs=epochs, validation_data=(data.x_val, data.y_val),
@@ -223,13 +227,14 @@ def _scheduled_run(trainer, train, data, epochs, batch_size, peak_learning_rate,
     test = trainer.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0)
     return {
         "recipe": "TimeBasedLR + CurveBasedLR + EarlyStopping",
-        "best_epoch": early_stopping.best_epoch,
+        "best_epoch": _one_based(early_stopping.best_epoch
+                                 if early_stopping.best_value is not None else None),
         "best_val_accuracy": early_stopping.best_value,
         "test_accuracy": float(test["accuracy"]),
         "test_loss": float(test["loss"]),
         "stop_reason": early_stopping.stop_reason or "epochs",
         "epochs_run": len(history.history["loss"]),
-        "lr_cuts": [{"epoch": e["epoch"], "old_lr": e["old_lr"], "new_lr": e["new_lr"],
+        "lr_cuts": [{"epoch": e["epoch"] + 1, "old_lr": e["old_lr"], "new_lr": e["new_lr"],
                      "reason": e["reason"]} for e in curve_based.events],
     }
 
@@ -248,26 +253,31 @@ def _budgeted_run(trainer, train, data, budget_seconds, curves, run_dir,
     test = trainer.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0)
     return {
         "recipe": "fit_budgeted",
-        "best_epoch": result.best_epoch,
+        "best_epoch": _one_based(result.best_epoch),
         "best_val_accuracy": result.best_value,
         "test_accuracy": float(test["accuracy"]),
         "test_loss": float(test["loss"]),
         "stop_reason": result.stop_reason,
         "epochs_run": len(result.history.history["loss"]),
-        "lr_cuts": [{"epoch": e["epoch"], "old_lr": e["old_lr"], "new_lr": e["new_lr"],
+        "lr_cuts": [{"epoch": e["epoch"] + 1, "old_lr": e["old_lr"], "new_lr": e["new_lr"],
                      "reason": e["reason"]} for e in result.events if e["kind"] == "lr_cut"],
         "peak_learning_rate": result.learning_rate["peak"],
         "seconds": result.seconds,
     }
 
 
+def _one_based(epoch: int | None) -> int | None:
+    """An epoch index (Keras's, 0-based) as a person counts it."""
+    return None if epoch is None else int(epoch) + 1
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     cuts = summary["lr_cuts"]
-    cut_text = ", ".join(f"epoch {c['epoch'] + 1}: {c['old_lr']:.2e} -> {c['new_lr']:.2e}"
+    cut_text = ", ".join(f"epoch {c['epoch']}: {c['old_lr']:.2e} -> {c['new_lr']:.2e}"
                          for c in cuts) or "none"
     print()
     print("kerastune-kit demo: digits (scikit-learn, no download)")
-    print(f"  best epoch          {summary['best_epoch'] + 1} (1-based)")
+    print(f"  best epoch          {summary['best_epoch']}")
     print(f"  best val accuracy   {summary['best_val_accuracy']:.4f}")
     print(f"  test accuracy       {summary['test_accuracy']:.4f}")
     print(f"  stop reason         {summary['stop_reason']}")

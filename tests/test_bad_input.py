@@ -273,6 +273,7 @@ TARGETS = {
     "WarmupStableDecay": Target(schedules.WarmupStableDecay,
                                 lambda t: {"peak_learning_rate": 1.0, "total_steps": 10}),
     "Warmup": Target(schedules.Warmup, lambda t: {"schedule": 0.1, "warmup_steps": 5}),
+    "Scaled": Target(schedules.Scaled, lambda t: {"schedule": 0.1, "scale": 2.0}),
     "Sequence": Target(schedules.Sequence,
                        lambda t: {"schedules": [0.1, schedules.Constant(0.2)], "boundaries": [5]},
                        extra={"schedules": [("[object()]", [object()]), ("[nan]", [NAN])],

@@ -35,6 +35,21 @@ def test_demo_writes_the_run_folder_and_reports(demo_run):
                 "lr_cuts", "wall_seconds"):
         assert key in summary
     assert summary["test_accuracy"] > 0.9  # 12 epochs; the default 40 reach >= 0.95
+    # One convention for the epochs a person reads: 1-based everywhere.
+    best = summary["best_epoch"]
+    assert f"best epoch          {best}\n" in result.stdout
+    from kerastune_kit.plotting._events import read_run
+    from kerastune_kit.plotting.plot_run import _markers
+
+    data = read_run(run_dir)
+    val = [v for _, v in data.scalars["validation"]["epoch_accuracy"]]
+    assert val[best - 1] == pytest.approx(summary["best_val_accuracy"])
+    assert _markers(data)["best"][0][2] == f"epoch {best}"  # the PNG's legend
+    summary_text = data.texts["train"]["kit/summary"][-1][1]
+    assert f"best epoch {best} (val_accuracy" in summary_text
+    events = "\n".join(text for _, text in data.texts["train"]["kit/events"])
+    for cut in summary["lr_cuts"]:
+        assert f"- Epoch {cut['epoch']}: **CurveBasedLR** lr_cut" in events
     assert f"tensorboard --logdir {run_dir}" in result.stdout
     assert "best epoch" in result.stdout and "test accuracy" in result.stdout
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -85,6 +100,83 @@ def test_bad_options_exit_2_with_a_message(args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "usage:" in result.stderr
+
+
+def _option_help(text):
+    """``{option: its help}`` from an argparse help text."""
+    blocks, current = {}, None
+    for line in text.splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            blocks[current] = line
+        elif current and line.startswith("   "):
+            blocks[current] += " " + line.strip()
+        else:
+            current = None
+    return {option: " ".join(block.split()) for option, block in blocks.items()}
+
+
+@pytest.mark.parametrize("command, options", [
+    ("demo", ["--epochs", "--batch-size", "--budget-seconds", "--strategy", "--logdir",
+              "--name", "--seed"]),
+    ("find-lr", ["--steps", "--batch-size", "--suggest", "-o", "--seed"]),
+    ("plot", ["-o"]),
+])
+def test_every_option_has_help_and_shows_its_default(command, options):
+    result = run(command, "--help", timeout=60)
+    assert result.returncode == 0
+    described = _option_help(result.stdout)
+    assert sorted(o for o in described if o != "-h") == sorted(options)
+    for option in options:
+        words = described[option].split("(default:")[0].split()
+        assert len(words) > 3, (option, described[option])  # a help text, not just the name
+        assert "(default: " in described[option], option
+    if command == "demo":
+        assert "(default: 40)" in described["--epochs"]
+        assert "1-based" in result.stdout
+
+
+def test_version():
+    from kerastune_kit import __version__
+
+    result = run("--version", timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == f"kerastune-kit {__version__}"
+
+
+IN_PROCESS = """
+import sys
+from kerastune_kit.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as stop:
+    print(stop.code, "tensorflow" in sys.modules, "keras" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("args, option", [
+    (["plot", "{empty}"], "LOGDIR"),
+    (["plot", "{empty}", "-o", "{file}/x.png"], "LOGDIR"),
+    (["find-lr", "--steps", "2"], "--steps"),
+    (["find-lr", "-o", "{file}/x.png"], "-o/--output"),
+    (["plot", "{run}", "-o", "{file}/x.png"], "-o/--output"),
+])
+def test_usage_errors_come_before_tensorflow_is_imported(args, option, tmp_path):
+    """Issue 13: these printed a traceback after 10-16 s of importing and
+    training; -o was blamed on --logdir."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "run" / "train").mkdir(parents=True)
+    (tmp_path / "run" / "train" / "events.out.tfevents.1.host.1.v2").write_bytes(b"")
+    paths = {"empty": tmp_path / "empty", "file": tmp_path / "a_file", "run": tmp_path / "run"}
+    args = [a.format(**paths) for a in args]
+    result = subprocess.run([sys.executable, "-c", IN_PROCESS, *args], capture_output=True,
+                            text=True, timeout=120, env=ENV, stdin=subprocess.DEVNULL)
+    assert result.stdout.split() == ["2", "False", "False"], result.stderr[-2000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"kerastune-kit {args[0]}: error: ") and option in error
+    assert "Traceback" not in result.stderr
+    if option == "-o/--output":
+        assert "--logdir" not in error
 
 
 def test_unwritable_logdir_is_reported_before_training(tmp_path):

@@ -1,29 +1,21 @@
-"""What the kit's callbacks have in common.
+"""What every kit callback has in common: ``KitCallback``.
 
-``KitCallback`` carries the state protocol: ``get_state()`` returns plain
-JSON-able data and ``set_state(state)`` puts it back, so a resumed run
-continues exactly. ``MonitorCallback`` adds what every callback watching a
-metric needs: the direction of the metric, the improvement test and a clear
-error when the metric is missing from the logs.
+``KitCallback`` carries the state protocol (``get_state()`` returns plain
+JSON-able data, ``set_state(state)`` puts it back, so a resumed run
+continues exactly), the reset of per-run state at train begin unless a
+backup restored it, the decisions (``events``) and the registry of the kit
+callbacks of one fit call. What a callback watching a metric adds lives in
+:mod:`kerastune_kit.callbacks.monitor_callback` (``MonitorCallback``); its
+names are still importable from here.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
-import numbers
-import re
-import warnings
 from typing import Any
 
 import keras
-import numpy as np
-
-from kerastune_kit._validation import check_choice, check_non_negative
-
-_MIN_PATTERN = re.compile(
-    r"loss|error|err$|mse|mae|mape|msle|crossentropy|hinge|perplexity|divergence", re.I)
-_MAX_PATTERN = re.compile(
-    r"acc|auc|precision|recall|f1|fbeta|iou|r2|score|top_k|hits|ndcg|map$", re.I)
 
 
 class KitCallback(keras.callbacks.Callback):
@@ -44,6 +36,9 @@ class KitCallback(keras.callbacks.Callback):
     # The constructor arguments that tell two callbacks of one class apart
     # in a backup (see :attr:`state_key`).
     _key_arguments: tuple[str, ...] = ()
+    # The keys this callback may write into the epoch logs, or None when it
+    # cannot say: the monitor check at train begin reads them.
+    _adds_log_keys: tuple[str, ...] | None = ("learning_rate",)
 
     @property
     def state_key(self) -> str:
@@ -96,8 +91,17 @@ class KitCallback(keras.callbacks.Callback):
         return event
 
     def on_train_begin(self, logs=None):
+        """Seals the registry of this fit call and starts a fresh run: the
+        per-run state is reset (:meth:`_reset`) unless :meth:`set_state`
+        restored it for this run. Subclasses call it first."""
         _seal(self._model)
         self._training_begun = True
+        if self._starts_fresh():
+            self._reset()
+
+    def _reset(self) -> None:
+        """Resets the per-run state a fresh fit starts from (the counters a
+        restored state would carry). Nothing by default."""
 
     def get_state(self) -> dict[str, Any]:
         """Returns the callback's state as plain JSON-able data.
@@ -114,8 +118,8 @@ class KitCallback(keras.callbacks.Callback):
 
         Subclasses that override it call ``super().set_state(...)`` or
         :meth:`_mark_restored`, so that the next ``on_train_begin`` keeps the
-        restored counters instead of starting a fresh run (a backup may
-        restore state before or after this callback's ``on_train_begin``).
+        restored counters instead of resetting them (a backup may restore
+        state before or after this callback's ``on_train_begin``).
         """
         state = dict(state)
         events = state.pop("events", None)
@@ -137,7 +141,7 @@ class KitCallback(keras.callbacks.Callback):
         self._state_restored = not self.__dict__.get("_training_begun", False)
 
     def _starts_fresh(self) -> bool:
-        """Whether ``on_train_begin`` should reset per-run counters.
+        """Whether this ``on_train_begin`` resets the per-run state.
 
         False once after :meth:`set_state`: the restored state is kept.
         """
@@ -186,140 +190,16 @@ def _jsonable(value):
     return value
 
 
-def log_scalar(name: str, value, owner: str) -> float:
-    """A logged value as a float: a number, or an array of one element (as
-    Keras's ``F1Score`` logs for one class); anything bigger is refused."""
-    if isinstance(value, numbers.Real):
-        return float(value)
-    array = np.asarray(value)
-    if array.size != 1:
-        raise ValueError(
-            f"{owner}: the monitored {name!r} is an array of shape {array.shape} in the "
-            "logs; a monitor needs one number (for a per-class metric, log its mean, e.g. "
-            "F1Score(average='macro')).")
-    return float(array.reshape(()))
+# MonitorCallback and its helpers moved to monitor_callback.py; they are
+# still importable from here, loaded on first use (an import at the top
+# would be circular: monitor_callback builds on KitCallback).
+_MOVED = ("MissingMonitorError", "MonitorCallback", "check_monitor_logged", "closest_key",
+          "declare_logged_names", "log_scalar", "logged_keys", "missing_monitor_message",
+          "monitor_direction")
 
 
-class MissingMonitorError(KeyError):
-    """The monitored quantity is not in the logs; the message lists what is."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message.
-        return str(self.args[0])
-
-
-def monitor_direction(monitor: str, model=None) -> str | None:
-    """``"min"`` or ``"max"`` for a metric name, or ``None`` if unknown.
-
-    Names with loss/error-like words are minimised; accuracy, AUC,
-    precision, recall, F1-like names maximised. Otherwise a Keras metric of
-    that name on ``model`` is asked for its direction.
-    """
-    name = monitor[4:] if monitor.startswith("val_") else monitor
-    if _MIN_PATTERN.search(name):
-        return "min"
-    if _MAX_PATTERN.search(name):
-        return "max"
-    for metric in _flat_metrics(model):
-        if getattr(metric, "name", None) == name:
-            direction = getattr(metric, "_direction", None)
-            if direction in ("up", "down"):
-                return "max" if direction == "up" else "min"
-    return None
-
-
-def _flat_metrics(model):
-    stack = list(getattr(model, "metrics", []) or [])
-    while stack:
-        metric = stack.pop()
-        # Compiled metrics are built lazily: before the first step only the
-        # user's lists (`_user_metrics`, ...) hold them.
-        for attr in ("metrics", "_user_metrics", "_user_weighted_metrics"):
-            inner = getattr(metric, attr, None)
-            if inner:
-                stack.extend(m for m in keras.tree.flatten(inner) if hasattr(m, "name"))
-        yield metric
-
-
-class MonitorCallback(KitCallback):
-    """Base for callbacks that watch one metric.
-
-    Args:
-        monitor: the quantity in the logs, e.g. ``"val_loss"``.
-        mode: ``"auto"``, ``"min"`` or ``"max"``. ``"auto"`` infers the
-            direction from the name or the model's metric; if it cannot, a
-            ``ValueError`` asks for ``mode``.
-        min_delta: how much better a value must be to count as an
-            improvement, ``>= 0``.
-        min_delta_mode: ``"abs"``: better by ``min_delta``; ``"rel"``: better
-            by the fraction ``min_delta`` of the best value.
-        on_missing: ``"raise"``: a ``KeyError`` naming the missing key and the
-            keys present; ``"warn"``: warn once and skip the epoch.
-    """
-
-    def __init__(self, monitor: str = "val_loss", mode: str = "auto",
-                 min_delta: float = 0.0, min_delta_mode: str = "abs",
-                 on_missing: str = "raise"):
-        super().__init__()
-        if not isinstance(monitor, str) or not monitor:
-            raise ValueError(f"`monitor` must be a non-empty metric name, got {monitor!r}.")
-        self.monitor = monitor
-        self.mode = check_choice("mode", mode, ("auto", "min", "max"))
-        self.min_delta = float(check_non_negative("min_delta", min_delta))
-        self.min_delta_mode = check_choice("min_delta_mode", min_delta_mode, ("abs", "rel"))
-        self.on_missing = check_choice("on_missing", on_missing, ("raise", "warn"))
-        self._direction = None if mode == "auto" else mode
-        if self._direction is None:
-            self._direction = monitor_direction(monitor)
-        self._warned_missing = False
-
-    @property
-    def direction(self) -> str:
-        """``"min"`` or ``"max"``, resolved at the latest at train begin."""
-        if self._direction is None:
-            self._direction = monitor_direction(self.monitor, getattr(self, "_model", None))
-        if self._direction is None:
-            raise ValueError(
-                f"{type(self).__name__} cannot tell whether monitor={self.monitor!r} "
-                "should be minimised or maximised; pass mode='min' or mode='max'."
-            )
-        return self._direction
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self.direction  # noqa: B018 - resolves "auto" or raises before training.
-
-    def _is_improvement(self, value: float, reference: float | None) -> bool:
-        """Whether ``value`` beats ``reference`` by the required margin."""
-        if not math.isfinite(value):
-            return False
-        if reference is None:
-            return True
-        margin = self.min_delta
-        if self.min_delta_mode == "rel":
-            margin = self.min_delta * abs(reference)
-        if self.direction == "min":
-            return value < reference - margin
-        return value > reference + margin
-
-    def _is_better(self, value: float, reference: float | None) -> bool:
-        """Plain comparison, no margin (for tracking the best value)."""
-        if reference is None:
-            return math.isfinite(value)
-        return value < reference if self.direction == "min" else value > reference
-
-    def _monitor_value(self, logs) -> float | None:
-        """The monitored value as a float, or ``None`` after a warning."""
-        logs = logs or {}
-        if self.monitor not in logs:
-            present = ", ".join(sorted(logs)) or "(none)"
-            message = (
-                f"{type(self).__name__}: monitor={self.monitor!r} is not in the "
-                f"logs. Keys present: {present}."
-            )
-            if self.on_missing == "raise":
-                raise MissingMonitorError(message)
-            if not self._warned_missing:
-                warnings.warn(message, stacklevel=2)
-                self._warned_missing = True
-            return None
-        return log_scalar(self.monitor, logs[self.monitor], type(self).__name__)
+def __getattr__(name: str):
+    if name in _MOVED:
+        module = importlib.import_module("kerastune_kit.callbacks.monitor_callback")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

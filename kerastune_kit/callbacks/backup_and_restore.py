@@ -105,6 +105,36 @@ class BackupAndRestore(KitCallback):
             loaded; Keras raises if the model's variables do not fit).
             Defaults to False.
         verbose: 1 prints a line when a run is resumed. Defaults to 0.
+        double_checkpoint: Keras's argument, accepted for a one-import
+            swap; the two newest backups are always kept. Defaults to True.
+        delete_checkpoint: Keras's name for ``delete_on_success``; either
+            one False keeps the backup. Defaults to True.
+
+    Where it differs from ``keras.callbacks.BackupAndRestore`` (Keras 3.15):
+
+    ====================  ================================  ==============================
+    What                  Keras                             kit
+    ====================  ================================  ==============================
+    ``save_freq``         ``"epoch"`` or every N batches    ``"epoch"`` only: a mid-epoch
+                                                            backup cannot resume exactly
+    what a backup holds   weights, optimizer, epoch         also every kit callback's
+                                                            state and the LR control
+    when it is written    at each epoch end, before the     at the next epoch begin, once
+                          callbacks after it in the list    every callback closed the
+                                                            epoch (a crash at the end of
+                                                            an epoch, in a later
+                                                            callback, loses that epoch)
+    previous backups      one, with                         the two newest, always, with
+                          ``double_checkpoint=True``        checksums: a damaged one is
+                                                            reported and the other used
+    another run's backup  loaded (fails if the variables    refused unless
+                          do not fit)                       ``allow_foreign=True``
+    two live runs         not detected                      the second one is refused
+    after success         deleted (``delete_checkpoint``)   deleted (``delete_on_success``,
+                                                            or Keras's name)
+    positional arguments  3rd, 4th: ``double_checkpoint``,  3rd, 4th: ``delete_on_success``,
+                          ``delete_checkpoint``             ``run_id``: name them
+    ====================  ================================  ==============================
 
     Example:
 
@@ -120,7 +150,8 @@ class BackupAndRestore(KitCallback):
 
     def __init__(self, backup_dir: str, save_freq: str = "epoch",
                  delete_on_success: bool = True, run_id: str | None = None,
-                 allow_foreign: bool = False, verbose: int = 0):
+                 allow_foreign: bool = False, verbose: int = 0, *,
+                 double_checkpoint: bool = True, delete_checkpoint: bool = True):
         super().__init__()
         if not isinstance(backup_dir, (str, os.PathLike)) or not os.fspath(backup_dir):
             raise ValueError(f"`backup_dir` must be a folder path, got {backup_dir!r}.")
@@ -132,6 +163,13 @@ class BackupAndRestore(KitCallback):
                 "exactly.")
         self.save_freq = save_freq
         self.delete_on_success = check_bool("delete_on_success", delete_on_success)
+        # Keras's names: the two newest backups are always kept, and
+        # `delete_checkpoint` is Keras's name for `delete_on_success` (either
+        # one False keeps the backup).
+        self.double_checkpoint = check_bool("double_checkpoint", double_checkpoint)
+        self.delete_on_success = self.delete_on_success and check_bool(
+            "delete_checkpoint", delete_checkpoint)
+        self.delete_checkpoint = self.delete_on_success
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise ValueError(f"`run_id` must be a non-empty string or None, got {run_id!r}.")
         self.run_id = run_id

@@ -15,7 +15,7 @@ from kerastune_kit._validation import (
     check_verbose,
 )
 from kerastune_kit.callbacks import _lr_control
-from kerastune_kit.callbacks._base import MonitorCallback
+from kerastune_kit.callbacks.monitor_callback import MonitorCallback
 
 _RULES = ("plateau", "slope")
 # A rate within this relative distance of `min_lr` counts as being at it:
@@ -53,10 +53,14 @@ class CurveBasedLR(MonitorCallback):
     smoothing) * value``, starting at the first value (so it has no bias
     towards zero); both rules then judge the EMA. The EMA survives cuts.
 
-    After a cut no decision is taken for ``cooldown`` epochs (their values
-    still update the best and fill the slope window). The rate never goes
-    below ``min_lr``; a cut that would not lower it is not taken and not
-    recorded.
+    ``cooldown`` means what it means for Keras's ``ReduceLROnPlateau``: each
+    epoch end after a cut counts it down by one, and the epoch that brings it
+    to 0 decides again, so after a cut the next ``cooldown - 1`` epochs take
+    no decision (``cooldown=1`` is the same as 0) and the next cut comes at
+    the earliest ``max(patience, 1) + max(cooldown - 1, 0)`` epochs later.
+    Epochs in cooldown still update the best and fill the slope window. The
+    rate never goes below ``min_lr``; a cut that would not lower it is not
+    taken and not recorded.
 
     Cuts multiply the ``factor`` of the optimizer's
     :class:`~kerastune_kit.schedules.ControlledSchedule`, so they work with a
@@ -74,6 +78,35 @@ class CurveBasedLR(MonitorCallback):
     improvement per epoch) and ``level`` (fitted level). :meth:`get_state`
     and :meth:`set_state` carry the counters, the window, the EMA and the
     events, so a resumed run decides exactly like an uninterrupted one.
+
+    ``CurveBasedLR(rule="plateau", min_delta_mode="abs")`` with Keras's
+    values takes Keras's decisions: the same rate after every epoch (tested
+    against Keras's own callback). Where it differs from
+    ``keras.callbacks.ReduceLROnPlateau`` (Keras 3.15):
+
+    ====================  ================================  ==============================
+    What                  Keras                             kit
+    ====================  ================================  ==============================
+    defaults              ``factor=0.1``, ``patience=10``,  ``factor=0.5``, ``patience=3``,
+                          ``min_delta=1e-4`` absolute       ``min_delta=1e-4`` relative
+                                                            (``min_delta_mode="rel"``)
+    a schedule as rate    ``TypeError``: the rate is not    the cut scales the schedule
+                          settable
+    with ``TimeBasedLR``  its float replaces the            the cut scales the schedule,
+                          schedule's rate                   which keeps its shape
+    ``monitor`` missing   warns at each epoch end           ``MissingMonitorError`` (see
+                                                            ``EarlyStopping``);
+                                                            ``on_missing="warn"``: Keras's
+    ``mode="auto"``       the metric's direction, at the    the name, then the metric, at
+                          first epoch end                   train begin
+    bad arguments         ``factor >= 1`` raises; the rest  ``ValueError`` at construction
+                          is not checked                    for every argument
+    ``verbose=1`` prints  ``Epoch 5: ReduceLROnPlateau      ``Epoch 5: CurveBasedLR
+                          reducing learning rate to         (plateau) cut the learning
+                          0.01.``                           rate from 0.02 to 0.01.``
+    several optimizers    each ``optimizer.optimizers``     one optimizer (a loss-scale
+                          is cut                            wrapper's inner one)
+    ====================  ================================  ==============================
 
     Args:
         monitor: the quantity in the logs. Defaults to ``"val_loss"``.
@@ -95,9 +128,10 @@ class CurveBasedLR(MonitorCallback):
         min_lr: the floor of the rate, ``>= 0``. Defaults to 0.
         window: epochs in the slope fit, ``>= 2``. Defaults to 5.
         smoothing: EMA coefficient in [0, 1); 0 (default) judges raw values.
-        on_missing: ``"raise"`` (default): a ``KeyError`` at the epoch end
-            naming the missing key and listing the keys present; ``"warn"``:
-            warn once and skip such epochs.
+        on_missing: ``"raise"`` (default): a :class:`MissingMonitorError`
+            naming the missing key, the keys present and the closest (at
+            train begin when every key the fit can log is known, else at the
+            epoch end); ``"warn"``: warn once and skip such epochs.
         verbose: 1 prints each cut. Defaults to 0.
 
     Example:
@@ -156,8 +190,6 @@ class CurveBasedLR(MonitorCallback):
         # Installed now, before the first step is traced, rather than at the
         # first cut (which would retrace the train function mid-run).
         _lr_control.controlled_schedule(self.model)
-        if self._starts_fresh():
-            self._reset()
 
     def on_epoch_end(self, epoch, logs=None):
         _lr_control.record_learning_rate(self.model, logs)
@@ -168,10 +200,12 @@ class CurveBasedLR(MonitorCallback):
         if finite:
             self.ema = value if self.ema is None or self.smoothing == 0 else (
                 self.smoothing * self.ema + (1.0 - self.smoothing) * value)
-        in_cooldown = self.cooldown_counter > 0
-        if in_cooldown:
+        # Keras's ReduceLROnPlateau order: the epoch that counts the cooldown
+        # down to 0 already decides (the same `cooldown` means the same here).
+        if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
+        in_cooldown = self.cooldown_counter > 0
         if self.rule == "plateau":
             self._plateau(epoch, value, finite, in_cooldown)
         else:
@@ -199,8 +233,7 @@ class CurveBasedLR(MonitorCallback):
         if finite and len(self.window_values) < self.window:
             return
         improvement, level = self._fitted_trend() if finite else (math.nan, math.nan)
-        margin = self.min_delta * abs(level) if self.min_delta_mode == "rel" else self.min_delta
-        if finite and improvement >= margin:
+        if finite and improvement >= self._margin(level):
             self.wait = 0
             return
         self.wait += 1
@@ -213,8 +246,7 @@ class CurveBasedLR(MonitorCallback):
         t = np.arange(len(y), dtype=np.float64)
         slope, intercept = np.polyfit(t, y, 1)
         level = intercept + slope * t[-1]
-        improvement = -slope if self.direction == "min" else slope
-        return float(improvement), float(level)
+        return float(self._gain(slope)), float(level)
 
     # The cut ----------------------------------------------------------------
 

@@ -8,10 +8,10 @@ import warnings
 from kerastune_kit._snapshot import Snapshot, weights_finite
 from kerastune_kit._validation import check_choice, check_int, check_number, check_verbose
 from kerastune_kit.callbacks import _lr_control
-from kerastune_kit.callbacks._base import KitCallback, MissingMonitorError, log_scalar
+from kerastune_kit.callbacks.monitor_callback import MonitorCallback
 
 
-class DivergenceGuard(KitCallback):
+class DivergenceGuard(MonitorCallback):
     """Undoes a divergence: restores the last good state and cuts the rate.
 
     At train begin and at the end of every good epoch the guard keeps an
@@ -68,6 +68,10 @@ class DivergenceGuard(KitCallback):
     ``kind="stop"`` when the retries are spent; ``kind="restore"`` for the
     train-end check.
 
+    It is a :class:`~kerastune_kit.callbacks.MonitorCallback` of a
+    minimised quantity: a ``monitor`` the fit cannot log is reported at
+    train begin with the closest key, a missing one at the epoch end.
+
     Args:
         monitor: the training loss in the logs. Defaults to ``"loss"``.
         spike_factor: a value above ``spike_factor`` times the reference
@@ -94,10 +98,8 @@ class DivergenceGuard(KitCallback):
 
     def __init__(self, monitor: str = "loss", spike_factor: float = 4.0, factor: float = 0.5,
                  max_retries: int = 3, check: str = "epoch", verbose: int = 0):
-        super().__init__()
-        if not isinstance(monitor, str) or not monitor:
-            raise ValueError(f"`monitor` must be a non-empty metric name, got {monitor!r}.")
-        self.monitor = monitor
+        # A loss: minimised, positive (spikes are ratios to the reference).
+        super().__init__(monitor, mode="min")
         self.spike_factor = float(check_number("spike_factor", spike_factor, low=1.0,
                                                low_open=True))
         self.factor = float(check_number("factor", factor, low=0.0, high=1.0,
@@ -128,13 +130,14 @@ class DivergenceGuard(KitCallback):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         _lr_control.controlled_schedule(self.model)
-        if self._starts_fresh():
-            self.best = None
-            self.retries = 0
         self.stopped = False
         self._reset_pending = False
         self._first_loss = None
         self._snapshot = Snapshot(self.model)
+
+    def _reset(self) -> None:
+        self.best = None
+        self.retries = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -195,7 +198,7 @@ class DivergenceGuard(KitCallback):
         if reason is not None:
             self._diverged(epoch, None, value, reason)
             return
-        if self.best is None or value < self.best:
+        if self._is_better(value, self.best):
             self.best = value
         self._snapshot = snapshot
 
@@ -208,13 +211,8 @@ class DivergenceGuard(KitCallback):
     # Decisions --------------------------------------------------------------
 
     def _value(self, logs) -> float:
-        logs = logs or {}
-        if self.monitor not in logs:
-            present = ", ".join(sorted(logs)) or "(none)"
-            raise MissingMonitorError(
-                f"DivergenceGuard: monitor={self.monitor!r} is not in the logs. "
-                f"Keys present: {present}.")
-        return log_scalar(self.monitor, logs[self.monitor], "DivergenceGuard")
+        # on_missing is "raise": a missing key raises, never None.
+        return self._monitor_value(logs)
 
     def _verdict(self, value: float) -> str | None:
         if not math.isfinite(value):
@@ -234,8 +232,8 @@ class DivergenceGuard(KitCallback):
                               best=self.best, retries=self.retries)
             message = (
                 f"DivergenceGuard: the {self.monitor!r} diverged ({reason}, value "
-                f"{value:.4g}) at epoch {epoch}"
-                + ("" if batch is None else f", batch {batch}")
+                f"{value:.4g}) in epoch {epoch + 1}"
+                + ("" if batch is None else f", step {batch + 1}")
                 + f" after {self.retries} rollback(s) (max_retries={self.max_retries}); "
                 "restored the last good weights and stopped training."
             )
@@ -248,7 +246,8 @@ class DivergenceGuard(KitCallback):
         self.record_event("rollback", epoch, reason, batch=batch, value=value, best=self.best,
                           old_lr=old_lr, new_lr=new_lr, retry=self.retries)
         if self.verbose:
-            where = f"epoch {epoch}" + ("" if batch is None else f", batch {batch}")
+            # 1-based, like Keras's progress bar (the events keep Keras's indices).
+            where = f"epoch {epoch + 1}" + ("" if batch is None else f", step {batch + 1}")
             print(f"\nDivergenceGuard: {reason} {self.monitor}={value:.4g} at {where}; "
                   f"rolled back and cut the learning rate from {old_lr:.4g} to "
                   f"{new_lr:.4g} (retry {self.retries}/{self.max_retries}).")

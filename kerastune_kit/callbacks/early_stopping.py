@@ -16,32 +16,36 @@ from kerastune_kit._atomic import (
     replace_atomically,
 )
 from kerastune_kit._ownership import Ownership
-from kerastune_kit._validation import check_choice, check_int, check_number, check_verbose
-from kerastune_kit.callbacks._base import MonitorCallback
+from kerastune_kit._validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_verbose,
+)
+from kerastune_kit.callbacks.monitor_callback import MonitorCallback
 
 _SUFFIXES = (".keras", ".weights.h5")
 
 
 class EarlyStopping(MonitorCallback):
-    """Stops training when a metric stops improving, and restores the best model.
+    """Stops training when a metric stops improving, and can restore the best model.
 
-    A superset of ``keras.callbacks.EarlyStopping``: ``monitor``, ``mode``,
-    ``patience``, ``min_delta``, ``baseline``, ``start_from_epoch`` and
-    ``restore_best_weights`` keep Keras's names and meaning. At the end of
+    A drop-in for ``keras.callbacks.EarlyStopping``: ``monitor``,
+    ``min_delta``, ``patience``, ``verbose``, ``mode``, ``baseline``,
+    ``restore_best_weights`` and ``start_from_epoch`` keep Keras's names,
+    defaults and meaning, and the attributes ``stopped_epoch``,
+    ``best_epoch`` (0-based epoch indices, 0 until set, as in Keras),
+    ``best``, ``wait`` and ``best_weights`` keep Keras's types. At the end of
     every epoch ``wait`` grows by one and resets to 0 when the monitored
     value beats the value of the last counted improvement by ``min_delta``
     (and beats ``baseline`` if one is given); training stops once ``wait``
-    reaches ``patience``, as in Keras. What it adds:
+    reaches ``patience`` (not at the first epoch). With
+    ``restore_best_weights=True`` the best epoch's weights are put back in
+    every normal ending, as Keras 3.5+ does: stopped by this callback, by
+    another callback, or epochs exhausted. Every addition of the kit is off
+    by default, so swapping the import changes nothing until you ask:
 
-    * The best weights are restored in EVERY normal ending: stopped by this
-      callback, stopped by another callback, or epochs exhausted (Keras only
-      restores when it stopped training itself). "Best" is the epoch with
-      the best monitored value; ``min_delta`` only decides whether patience
-      resets. An exception or Ctrl-C is not a normal ending: ``model.fit``
-      then calls no callback hook, so the model keeps its last weights;
-      call :meth:`restore_best` to put the best back (the kit's
-      :class:`~kerastune_kit.Trainer` calls ``on_train_end`` after an error,
-      so it restores there too).
     * ``best_model_path`` (``.keras``: the whole model via ``model.save``;
       ``.weights.h5``: ``model.save_weights``) is written at each new best,
       atomically: into a temporary file in the same folder, flushed, then
@@ -49,24 +53,31 @@ class EarlyStopping(MonitorCallback):
       leaves the previous best intact; temporary files of dead processes are
       removed at the next ``on_train_begin``. The folder is created and
       checked for writing at ``on_train_begin``, before any training.
-    * ``restore_from="disk"`` keeps no copy of the weights in memory and
-      restores from ``best_model_path``. Either way only the model's weights
-      are restored; the optimizer keeps its state of the last epoch, as with
-      Keras.
+    * ``restore_from="disk"`` (with ``restore_best_weights=True``) keeps no
+      copy of the weights in memory and restores from ``best_model_path``.
+      Either way only the model's weights are restored; the optimizer keeps
+      its state of the last epoch, as with Keras. :meth:`restore_best` puts
+      the best epoch back after an exception or Ctrl-C, which end
+      ``model.fit`` without any hook (the kit's
+      :class:`~kerastune_kit.Trainer` calls ``on_train_end`` after an
+      error, so it restores there too).
     * Immediate stops: ``stopping_threshold`` (good enough),
       ``divergence_threshold`` (hopeless) and ``stop_on_nonfinite`` (NaN or
       inf). Epochs before ``start_from_epoch`` are warm-up, as in Keras: they
       are never the best epoch and do not count for patience or the
       thresholds; only a non-finite value stops training during warm-up.
-    * After training: ``best_epoch`` and ``best_value`` (also ``best``;
-      ``None`` when no monitored epoch had a finite value), ``stopped_epoch``
-      (``None`` when it did not stop; epoch indices are 0-based, as Keras
-      passes them to callbacks), ``stop_reason`` (``"patience"``, ``"threshold"``, ``"divergence"``,
-      ``"nonfinite"`` or ``None``) and ``summary``: one line saying why
-      training ended and which epoch was restored (its epoch numbers are
-      1-based, like the progress bar). ``verbose=1`` prints it. The
-      decisions are also in ``events`` (``"best"`` with ``value``;
-      ``"stop"`` with ``value``, ``best_epoch``, ``best_value``).
+    * ``min_delta_mode="rel"``: ``min_delta`` is a fraction of the reference.
+    * After training: ``best_value`` (the best monitored value, ``None``
+      when no monitored epoch had a finite value; ``best`` is the same),
+      ``stop_reason`` (``"patience"``, ``"threshold"``, ``"divergence"``,
+      ``"nonfinite"``, or ``None`` when this callback did not stop
+      training: ``stopped_epoch`` is then 0, as in Keras) and ``summary``:
+      one line saying why training ended and which epoch was restored, with
+      1-based epoch numbers like Keras's progress bar and messages
+      (``verbose=1`` prints it). The decisions are also in ``events``
+      (``"best"`` with ``value``; ``"stop"`` with ``value``, ``best_epoch``,
+      ``best_value``; their ``epoch`` is the 0-based index Keras passes to
+      callbacks).
     * ``get_state()``/``set_state()`` carry ``best``, ``best_epoch``,
       ``reference`` (the value of the last counted improvement), ``wait``,
       ``stopped_epoch`` and ``stop_reason``, so a resumed run keeps counting
@@ -81,45 +92,83 @@ class EarlyStopping(MonitorCallback):
       the others write to a throw-away folder beside it (removed at the end)
       so ``restore_from="disk"`` works on every worker.
 
+    Where it differs from ``keras.callbacks.EarlyStopping`` (Keras 3.15),
+    with the kit's extras at their defaults:
+
+    ========================  ============================  ============================
+    When                      Keras                         kit
+    ========================  ============================  ============================
+    ``min_delta > 0``         ``best``, ``best_epoch`` and  the epoch with the best
+                              the weights restored are the  value; ``min_delta`` only
+                              last epoch that improved by   decides whether patience
+                              ``min_delta``                 resets
+    a non-finite value        a NaN at the first monitored  never the best epoch
+                              epoch becomes ``best`` and
+                              is never beaten
+    ``monitor`` missing       warns at each epoch end       ``MissingMonitorError``
+                                                            naming the keys and the
+                                                            closest (``Did you mean
+                                                            'val_loss'?``): at train
+                                                            begin when every key the
+                                                            fit can log is known, else
+                                                            at the first epoch end
+                                                            (``on_missing="warn"``:
+                                                            warn once, like Keras)
+    ``mode="auto"`` fails     ``ValueError`` at the first   ``ValueError`` at train
+                              epoch end                     begin; the name decides
+                                                            first (loss/error-like:
+                                                            min; accuracy/AUC/F1-like:
+                                                            max), then the metric
+    bad arguments             an unknown ``mode`` warns     ``ValueError`` at
+                              and becomes ``"auto"``; the   construction, naming the
+                              rest is not checked           argument
+    ``verbose=1``             prints ``Epoch 5: early       prints one line: why
+                              stopping`` and the restored   training ended and which
+                              epoch                         epoch was restored
+    a later train begin       resets every counter          resets, unless a backup
+                                                            restored the state
+    ========================  ============================  ============================
+
     Args:
         monitor: the quantity in the logs. Defaults to ``"val_loss"``.
+        min_delta: the margin an improvement must have, ``>= 0``. Defaults
+            to 0.
+        patience: epochs without improvement after which training stops,
+            an integer ``>= 0``. Defaults to 0.
+        verbose: 1 prints the summary line at the end. Defaults to 0.
         mode: ``"auto"`` (from the name or the model's metric), ``"min"`` or
             ``"max"``. Defaults to ``"auto"``.
-        patience: epochs without improvement after which training stops,
-            an integer ``>= 0``. Defaults to 5.
-        min_delta: the margin an improvement must have, ``>= 0``. Defaults
-            to 0.0.
-        min_delta_mode: ``"abs"`` (by ``min_delta``) or ``"rel"`` (by the
-            fraction ``min_delta`` of the reference). Defaults to ``"abs"``.
         baseline: patience only resets on values that also beat this.
             Defaults to None.
-        start_from_epoch: warm-up epochs to ignore, ``>= 0``. Defaults to 0.
         restore_best_weights: restore the best epoch's weights at the end.
-            Defaults to True.
+            Defaults to False.
+        start_from_epoch: warm-up epochs to ignore, ``>= 0``. Defaults to 0.
+        min_delta_mode: ``"abs"`` (by ``min_delta``) or ``"rel"`` (by the
+            fraction ``min_delta`` of the reference). Defaults to ``"abs"``.
         best_model_path: a ``.keras`` or ``.weights.h5`` file written at
             each new best. Defaults to None.
         restore_from: ``"memory"`` (an in-memory copy) or ``"disk"``
-            (re-read ``best_model_path``, which is then required). Defaults
-            to ``"memory"``.
-        stop_on_nonfinite: stop when the monitored value is NaN or inf.
-            Defaults to True.
+            (re-read ``best_model_path``, which is then required, as is
+            ``restore_best_weights=True``). Defaults to ``"memory"``.
+        stop_on_nonfinite: stop as soon as the monitored value is NaN or inf.
+            Defaults to False.
         stopping_threshold: stop as soon as the value is at least this good.
             Defaults to None.
         divergence_threshold: stop as soon as the value is worse than this.
             Defaults to None.
         on_missing: ``"raise"`` (a ``KeyError`` naming the missing key and
             the keys present) or ``"warn"``. Defaults to ``"raise"``.
-        verbose: 1 prints the summary line at the end. Defaults to 0.
 
     Example:
 
     ```python
     from kerastune_kit.callbacks import EarlyStopping
-    stop = EarlyStopping(patience=3, best_model_path="runs/best.keras")
+    stop = EarlyStopping(patience=3, restore_best_weights=True,
+                         best_model_path="runs/best.keras")
     history = model.fit(x, y, validation_data=(xv, yv), epochs=100,
                         callbacks=[stop])
     stop.best_epoch, stop.stop_reason  # e.g. (11, "patience")
-    model.evaluate(xv, yv)  # the val_loss of epoch 11
+    model.evaluate(xv, yv)  # the val_loss of epoch index 11
     print(stop.summary)
     # EarlyStopping: stopped at epoch 15: val_loss did not improve for 3
     # epochs (patience=3); restored the weights of epoch 12 (val_loss=0.2)
@@ -130,20 +179,19 @@ class EarlyStopping(MonitorCallback):
                          "stop_reason")
     _key_arguments = ("monitor",)
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "auto", patience: int = 5,
-                 min_delta: float = 0.0, min_delta_mode: str = "abs",
-                 baseline: float | None = None, start_from_epoch: int = 0,
-                 restore_best_weights: bool = True, best_model_path: str | None = None,
-                 restore_from: str = "memory", stop_on_nonfinite: bool = True,
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
+                 verbose: int = 0, mode: str = "auto", baseline: float | None = None,
+                 restore_best_weights: bool = False, start_from_epoch: int = 0, *,
+                 min_delta_mode: str = "abs", best_model_path: str | None = None,
+                 restore_from: str = "memory", stop_on_nonfinite: bool = False,
                  stopping_threshold: float | None = None,
-                 divergence_threshold: float | None = None, on_missing: str = "raise",
-                 verbose: int = 0):
+                 divergence_threshold: float | None = None, on_missing: str = "raise"):
         super().__init__(monitor, mode, min_delta=min_delta, min_delta_mode=min_delta_mode,
                          on_missing=on_missing)
         self.patience = check_int("patience", patience, minimum=0)
         self.baseline = _optional_number("baseline", baseline)
         self.start_from_epoch = check_int("start_from_epoch", start_from_epoch, minimum=0)
-        self.restore_best_weights = _check_bool("restore_best_weights", restore_best_weights)
+        self.restore_best_weights = check_bool("restore_best_weights", restore_best_weights)
         self.restore_from = check_choice("restore_from", restore_from, ("memory", "disk"))
         self.best_model_path = None if best_model_path is None else check_suffix(
             "best_model_path", best_model_path, _SUFFIXES)
@@ -152,7 +200,13 @@ class EarlyStopping(MonitorCallback):
                 "restore_from='disk' restores from `best_model_path`, which is None; pass "
                 "best_model_path='....keras' or '....weights.h5', or use restore_from='memory'."
             )
-        self.stop_on_nonfinite = _check_bool("stop_on_nonfinite", stop_on_nonfinite)
+        if self.restore_from == "disk" and not self.restore_best_weights:
+            raise ValueError(
+                "restore_from='disk' says where the best weights are restored from, but "
+                "`restore_best_weights` is False, so none would be; pass "
+                "restore_best_weights=True (Keras's default, which this callback keeps, is "
+                "False).")
+        self.stop_on_nonfinite = check_bool("stop_on_nonfinite", stop_on_nonfinite)
         self.stopping_threshold = _optional_number("stopping_threshold", stopping_threshold)
         self.divergence_threshold = _optional_number("divergence_threshold",
                                                      divergence_threshold)
@@ -182,8 +236,6 @@ class EarlyStopping(MonitorCallback):
             if self._write_path == self.best_model_path:  # the chief
                 self._ownership.acquire()
             remove_stale_temps(self._write_path)
-        if self._starts_fresh():
-            self._reset()
         self._last_epoch = None
         self._stop_value = None
         self.summary = ""
@@ -227,11 +279,13 @@ class EarlyStopping(MonitorCallback):
     # Decisions --------------------------------------------------------------
 
     def _reset(self):
+        # Keras's values for Keras's names: epochs are 0 until set; whether
+        # there is a best epoch at all is `best is not None`.
         self.best = None
-        self.best_epoch = None
+        self.best_epoch = 0
         self.reference = None
         self.wait = 0
-        self.stopped_epoch = None
+        self.stopped_epoch = 0
         self.stop_reason = None
         self.best_weights = None
         self._best_weights_epoch = None
@@ -241,24 +295,23 @@ class EarlyStopping(MonitorCallback):
     def _reached(self, value, threshold):
         if threshold is None or not math.isfinite(value):
             return False
-        return value <= threshold if self.direction == "min" else value >= threshold
+        return self._reaches(value, threshold)
 
     def _diverged(self, value):
         threshold = self.divergence_threshold
         if threshold is None or not math.isfinite(value):
             return False
-        return value > threshold if self.direction == "min" else value < threshold
+        return self._worse_than(value, threshold)
 
     def _check_thresholds(self):
         good, bad = self.stopping_threshold, self.divergence_threshold
         if good is None or bad is None:
             return
-        if (good >= bad) if self.direction == "min" else (good <= bad):
-            relation = "below" if self.direction == "min" else "above"
+        if not self._is_better(good, bad):
             raise ValueError(
-                f"`stopping_threshold` ({good!r}) must be {relation} `divergence_threshold` "
-                f"({bad!r}) when {self.monitor!r} is {self.direction}imised."
-            )
+                f"`stopping_threshold` ({good!r}) must be {self._better_side} "
+                f"`divergence_threshold` ({bad!r}) when {self.monitor!r} is "
+                f"{self.direction}imised.")
 
     def _new_best(self, epoch, value):
         self.best = value
@@ -275,7 +328,9 @@ class EarlyStopping(MonitorCallback):
         self.stop_reason = reason
         self._stop_value = value
         self.model.stop_training = True
-        self.record_event("stop", epoch, reason, value=value, best_epoch=self.best_epoch,
+        # The event is the kit's own record: no best epoch is None there.
+        self.record_event("stop", epoch, reason, value=value,
+                          best_epoch=None if self.best is None else self.best_epoch,
                           best_value=self.best)
 
     # Saving and restoring ---------------------------------------------------
@@ -309,7 +364,7 @@ class EarlyStopping(MonitorCallback):
 
     def _restore(self):
         """Puts the best weights back; returns where they came from or None."""
-        if not self.restore_best_weights or self.best_epoch is None:
+        if not self.restore_best_weights or self.best is None:
             return None
         if self.best_weights is not None and self._best_weights_epoch == self.best_epoch:
             self.model.set_weights(self.best_weights)
@@ -318,13 +373,21 @@ class EarlyStopping(MonitorCallback):
             _load_model_weights(self.model, self._write_path)
             return "disk"
         warnings.warn(
-            f"EarlyStopping cannot restore the best epoch {self.best_epoch}: its weights "
+            f"EarlyStopping cannot restore the best epoch {self.best_epoch + 1}: its weights "
             "were seen before the run was resumed and there is no best_model_path to "
             "read them from; the final weights are kept. Resume with "
             "kerastune_kit.callbacks.BackupAndRestore or pass best_model_path.",
             stacklevel=2,
         )
         return None
+
+    def set_state(self, state):
+        state = dict(state)
+        # Backups written before issue 13 hold None where Keras's 0 is now.
+        for name in ("best_epoch", "stopped_epoch"):
+            if name in state and state[name] is None:
+                state[name] = 0
+        super().set_state(state)
 
     def get_arrays(self):
         """The in-memory best weights (and their epoch), for backups."""
@@ -364,7 +427,7 @@ class EarlyStopping(MonitorCallback):
     def _restored(self, source):
         if not self.restore_best_weights:
             return "kept the last weights (restore_best_weights=False)"
-        if self.best_epoch is None:
+        if self.best is None:
             return f"no epoch had a usable {self.monitor}; kept the last weights"
         if source is None:
             return f"could not restore epoch {self.best_epoch + 1}; kept the last weights"
@@ -389,8 +452,3 @@ def _load_model_weights(model, path):
 def _optional_number(name, value):
     return None if value is None else float(check_number(name, value))
 
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
-    return bool(value)

@@ -16,9 +16,9 @@ from kerastune_kit import _optimizer
 from kerastune_kit._distribute import is_chief
 from kerastune_kit._scalars import host_float
 from kerastune_kit._validation import check_int
-from kerastune_kit.callbacks import _lr_control
+from kerastune_kit.callbacks import _lr_control, _tuner_trial
 from kerastune_kit.callbacks._base import KitCallback, kit_callbacks
-from kerastune_kit.plotting._events import run_event_files
+from kerastune_kit.plotting._events import event_markdown, run_event_files, shown_value
 from kerastune_kit.schedules import ControlledSchedule
 from kerastune_kit.schedules.controlled import rates_on_host
 
@@ -33,8 +33,11 @@ class TensorBoardCurves(KitCallback):
     The layout is Keras's own ``TensorBoard`` callback's, so the usual
     dashboards work: ``<log_dir>/train`` and ``<log_dir>/validation`` runs
     hold the epoch metrics under the SAME tags (``epoch_loss``,
-    ``epoch_accuracy``, ... at step = epoch index), so TensorBoard overlays
-    training and validation. On top of that, in the ``train`` run:
+    ``epoch_accuracy``, ... at step = epoch index, 0-based as Keras writes
+    it), so TensorBoard overlays training and validation; the
+    ``validation`` run also gets each validation's results against the
+    optimizer's step, ``evaluation_<metric>_vs_iterations``, as Keras
+    writes them. On top of that, in the ``train`` run:
 
     * ``epoch_learning_rate``: the rate at the end of the epoch;
       ``epoch_steps_per_second``: optimizer steps per second of the epoch's
@@ -64,8 +67,10 @@ class TensorBoardCurves(KitCallback):
       (value: the event's ``new_lr``, else ``value``, else 1), and a text
       summary ``kit/events`` with one markdown line per event and its
       reason. At train end a callback exposing ``best_epoch`` (such as
-      EarlyStopping) gives ``kit/best_epoch`` and a ``kit/summary`` text
-      with best epoch, best value and stop reason. Events are written when
+      EarlyStopping) gives ``kit/best_epoch`` (at the best epoch's step,
+      its 1-based number as value) and a ``kit/summary`` text with best
+      epoch, best value and stop reason. Epoch numbers in the texts are
+      1-based, like Keras's progress bar. Events are written when
       the next epoch begins and at train end, so decisions taken in the
       epoch-end hooks of callbacks listed after this one are included;
       what a callback sets in its own ``on_train_end`` is seen only if it
@@ -93,12 +98,46 @@ class TensorBoardCurves(KitCallback):
     superseded: :func:`~kerastune_kit.plotting.plot_run` keeps the resumed
     points; TensorBoard shows both where they overlap).
 
+    In a keras-tuner search each execution of a trial is a run of its own,
+    in the folder keras-tuner gives Keras's ``TensorBoard``:
+    ``<log_dir>/<trial_id>/execution<n>`` (:attr:`trial_id`), with the
+    trial's hyperparameters in the HParams dashboard when ``hparams`` is
+    None. keras-tuner copies the callback for each execution, and the copy
+    finds its trial when training begins (see
+    ``kerastune_kit/callbacks/_tuner_trial.py``; where it cannot, each
+    trial still gets a fresh ``<log_dir>-<n>``). In an Optuna objective,
+    pass a ``log_dir`` per trial (``f"runs/trial-{trial.number}"``).
+
     Only the chief writes under several workers; the other workers write
     nothing. The run folder is created and checked for writing at train
     begin, before the first step. Batch-level writing (``lr_every_steps`` or an
     integer ``update_freq``) runs this callback's batch hooks on the main
     thread; with epoch-level writing only, Keras may keep dispatching batch
     ends asynchronously.
+
+    Where it differs from ``keras.callbacks.TensorBoard`` (Keras 3.15):
+
+    ====================  ================================  ==============================
+    What                  Keras                             kit
+    ====================  ================================  ==============================
+    a used ``log_dir``    appends: two runs in one folder   writes to a fresh
+                                                            ``<log_dir>-2`` and warns
+    learning rate         ``epoch_learning_rate``           also ``learning_rate`` at
+                                                            every ``lr_every_steps``-th
+                                                            optimizer step
+    steps per second      only with                         always, training time only
+                          ``write_steps_per_second=True``   (validation excluded), and
+                                                            ``epoch_iterations``
+    ``batch_*`` steps     a count of batch hooks            the optimizer's step
+    ``evaluation_*``      in ``fit`` and ``evaluate``       in ``fit`` only
+    other summaries       histograms, images, graph,        none (no such arguments);
+                          profiler, embeddings; what the    its writers are not the
+                          model's code writes (the          default, so the model's own
+                          default writer is Keras's)        summaries go nowhere
+    decisions             none                              ``kit/*`` markers and texts
+    keras-tuner           a folder per trial, for a class   the same folders, the trial
+                          named ``TensorBoard``             found by the callback
+    ====================  ================================  ==============================
 
     Args:
         log_dir: the folder of this run's event files (or, if it holds an
@@ -124,8 +163,10 @@ class TensorBoardCurves(KitCallback):
 
     Attributes:
         run_dir: the folder this callback writes to: ``log_dir`` or a fresh
-            ``<log_dir>-<n>``. ``None`` until the first train begin, and on
-            workers that write nothing.
+            ``<log_dir>-<n>`` (a trial's folder in a keras-tuner search).
+            ``None`` until the first train begin, and on workers that write
+            nothing.
+        trial_id: the keras-tuner trial this run belongs to, or ``None``.
     """
 
     _key_arguments = ("log_dir",)
@@ -158,6 +199,10 @@ class TensorBoardCurves(KitCallback):
         self._active = False
         self._run_pending = False
         self.run_dir: str | None = None
+        self.trial_id: str | None = None
+        self._base_dir = self.log_dir  # log_dir, or a keras-tuner trial's folder in it
+        self._run_hparams = self.hparams
+        self._fitting = False
         self._last_epoch: int | None = None  # The last epoch written in run_dir.
         self._hparams_dir: str | None = None  # Where the hparams were written.
 
@@ -181,20 +226,48 @@ class TensorBoardCurves(KitCallback):
         self._written_events = {id(e): e for cb in self._siblings() for e in cb.events}
         if not self._active:
             return
+        self._fitting = True
+        self._join_tuner_trial()
         self._writers = {}
         # Checked now, before any step; the run folder itself is chosen at the
         # first epoch, once every callback's on_train_begin ran (a backup may
         # restore this callback's run_dir there).
-        _prepare_log_dir(self.run_dir or self.log_dir)
+        _prepare_log_dir(self.run_dir or self._base_dir)
         self._run_pending = True
+
+    def _join_tuner_trial(self) -> None:
+        """In a keras-tuner search, each execution of a trial is a run of its
+        own, in the folder keras-tuner gives Keras's TensorBoard:
+        ``<log_dir>/<trial_id>/execution<n>``, with the trial's
+        hyperparameters in the HParams dashboard."""
+        trial = _tuner_trial.current_trial()
+        if trial is None:
+            return
+        parts = [self.log_dir, trial.trial_id]
+        if trial.execution is not None:
+            parts.append(f"execution{trial.execution}")
+        base_dir = os.path.join(*parts)
+        self.trial_id = trial.trial_id
+        if base_dir == self._base_dir:
+            return  # a later fit of the same trial's execution: the same run
+        self._base_dir = base_dir
+        if self.run_dir is not None and (
+                self.run_dir == base_dir or self.run_dir.startswith(base_dir + "-")):
+            return  # this trial's run, restored by a backup
+        # Another trial (a run_trial of the user's may reuse one callback
+        # object for all trials): a run of its own.
+        self.run_dir = None
+        self._last_epoch = None
+        if self.hparams is None and trial.hyperparameters:
+            self._run_hparams = trial.hyperparameters
 
     def _begin_run(self) -> None:
         self._run_pending = False
         if self.run_dir is None:
-            self._open_run(_fresh_run_dir(self.log_dir))
-            if self.run_dir != self.log_dir:
+            self._open_run(_fresh_run_dir(self._base_dir))
+            if self.run_dir != self._base_dir:
                 warnings.warn(
-                    f"TensorBoardCurves: {self.log_dir!r} already holds the event files "
+                    f"TensorBoardCurves: {self._base_dir!r} already holds the event files "
                     f"of an earlier run; this run writes to {self.run_dir!r} instead, so "
                     "the two runs' curves do not merge.", UserWarning, stacklevel=3)
         else:  # A later fit of the same callback, or a resumed run: the same run.
@@ -212,11 +285,11 @@ class TensorBoardCurves(KitCallback):
             for writer in self._writers.values():
                 writer.close()
             self._writers = {}
-            self._open_run(_fresh_run_dir(self.log_dir))
+            self._open_run(_fresh_run_dir(self._base_dir))
             warnings.warn(
-                f"TensorBoardCurves: this fit starts at epoch {epoch}, but this callback "
-                f"already wrote epochs up to {last} to {old!r}; its curves go to "
-                f"{self.run_dir!r}, so the two runs do not merge (pass "
+                f"TensorBoardCurves: this fit starts at epoch {epoch + 1}, but this "
+                f"callback already wrote epochs up to {last + 1} to {old!r}; its curves go "
+                f"to {self.run_dir!r}, so the two runs do not merge (pass "
                 f"initial_epoch={last + 1} to continue the curves in {old!r}).",
                 UserWarning, stacklevel=2)
         self._write_events()
@@ -261,6 +334,18 @@ class TensorBoardCurves(KitCallback):
         if self._active and self._epoch_start is not None and self._train_seconds is None:
             self._train_seconds = time.perf_counter() - self._epoch_start[0]
 
+    def on_test_end(self, logs=None):
+        # As keras.callbacks.TensorBoard: each validation's results, against
+        # the optimizer's step, in the validation run.
+        if not (self._active and self._fitting and self._epoch is not None and logs):
+            return
+        if getattr(self.model, "optimizer", None) is None:
+            return
+        step = self._iterations()
+        with self._writer("validation").as_default():
+            for name, value in _scalars(logs).items():
+                self._summary().scalar(f"evaluation_{name}_vs_iterations", value, step=step)
+
     def on_epoch_end(self, epoch, logs=None):
         if not self._active:
             return
@@ -293,6 +378,7 @@ class TensorBoardCurves(KitCallback):
     def on_train_end(self, logs=None):
         if not self._active:
             return
+        self._fitting = False
         if self._run_pending:
             if self._epoch is None:  # no epoch ran (e.g. a resumed run that had ended)
                 return
@@ -334,12 +420,12 @@ class TensorBoardCurves(KitCallback):
         if run_dir != self.run_dir:
             self._last_epoch = None
         self.run_dir = run_dir
-        if self.hparams and self._hparams_dir != run_dir:
+        if self._run_hparams and self._hparams_dir != run_dir:
             from tensorboard.plugins.hparams import api as hp
 
             root = self._summary().create_file_writer(run_dir)
             with root.as_default():
-                hp.hparams(self.hparams)
+                hp.hparams(self._run_hparams, trial_id=self.trial_id)
             root.close()
             self._hparams_dir = run_dir
 
@@ -386,7 +472,7 @@ class TensorBoardCurves(KitCallback):
             epoch = int(event.get("epoch", 0))
             scalars[(_EVENT_TAG_PREFIX + str(event.get("kind", "event")), epoch)] = (
                 _event_value(event))
-            self._event_lines.setdefault(epoch, []).append(_event_markdown(event))
+            self._event_lines.setdefault(epoch, []).append(event_markdown(event))
         summary = self._summary()
         with self._writer("train").as_default():
             for (tag, epoch), value in sorted(scalars.items(), key=lambda kv: kv[0][1]):
@@ -399,24 +485,28 @@ class TensorBoardCurves(KitCallback):
         self._writer("train").flush()
 
     def _write_outcome(self, last_epoch: int) -> None:
-        """Best epoch and stop reason of callbacks that expose them."""
+        """Best epoch and stop reason of callbacks that expose them (epochs
+        1-based in the text and in the value of ``kit/best_epoch``, which sits
+        at the best epoch's step)."""
         lines = []
         best_epoch = None
         for callback in self._siblings():
             best = getattr(callback, "best_epoch", None)
+            value = getattr(callback, "best_value", getattr(callback, "best", None))
+            if value is None:
+                best = None  # no best epoch (Keras's best_epoch is 0 then too)
             reason = getattr(callback, "stop_reason", None)
             if best is None and reason is None:
                 continue
             parts = []
             if best is not None:
                 best_epoch = int(best)
-                value = getattr(callback, "best_value", getattr(callback, "best", None))
                 monitor = getattr(callback, "monitor", "value")
-                shown = "" if value is None else f" ({monitor} = {_fmt(value)})"
-                parts.append(f"best epoch {best_epoch}{shown}")
+                shown = "" if value is None else f" ({monitor} = {shown_value(value)})"
+                parts.append(f"best epoch {best_epoch + 1}{shown}")
             if reason is not None:
                 stopped = getattr(callback, "stopped_epoch", None)
-                where = "" if stopped is None else f" at epoch {stopped}"
+                where = "" if stopped is None else f" at epoch {int(stopped) + 1}"
                 parts.append(f"stopped{where}: {reason}")
             lines.append(f"- **{type(callback).__name__}**: " + "; ".join(parts))
         if not lines:
@@ -424,7 +514,7 @@ class TensorBoardCurves(KitCallback):
         summary = self._summary()
         with self._writer("train").as_default():
             if best_epoch is not None:
-                summary.scalar(f"{_EVENT_TAG_PREFIX}best_epoch", best_epoch, step=last_epoch)
+                summary.scalar(f"{_EVENT_TAG_PREFIX}best_epoch", best_epoch + 1, step=best_epoch)
             summary.text(f"{_EVENT_TAG_PREFIX}summary", "\n".join(lines), step=last_epoch)
 
 
@@ -535,15 +625,3 @@ def _event_value(event: dict) -> float:
                 value):
             return float(value)
     return 1.0
-
-
-def _fmt(value) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def _event_markdown(event: dict) -> str:
-    extra = ", ".join(f"{k}={_fmt(v)}" for k, v in event.items()
-                      if k not in ("callback", "kind", "epoch", "reason"))
-    line = (f"- epoch {event.get('epoch')}: **{event.get('callback')}** "
-            f"{event.get('kind')}: {event.get('reason')}")
-    return f"{line} ({extra})" if extra else line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 
 from kerastune_kit import _optimizer
@@ -16,7 +17,7 @@ from kerastune_kit._validation import (
 from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks._base import KitCallback
 from kerastune_kit.callbacks._budget import BudgetTimer
-from kerastune_kit.schedules import schedule_length
+from kerastune_kit.schedules import Constant, Scaled, schedule_length
 from kerastune_kit.schedules._base import as_schedule
 
 
@@ -63,10 +64,47 @@ class TimeBasedLR(KitCallback):
     ``steps_per_execution`` to amortise it). :attr:`seconds` tells where
     the time went (``compile``, ``train``, ``validate``, ``other``).
 
+    ``relative=True`` takes the peak from the optimizer: the schedule's
+    values are multiples of the rate the model was compiled with (read at
+    the first train begin), so a schedule written from 1.0 down
+    (``"cosine_decay(1.0, 1000)"``) peaks at whatever rate a tuner chose.
+    The installed schedule is a :class:`~kerastune_kit.schedules.Scaled`
+    (saved with the model like any kit schedule); :attr:`peak` is the rate
+    it was scaled by. The optimizer's rate must then be a number, not a
+    schedule (``ValueError`` at train begin otherwise).
+
+    A step (or epoch) schedule that has ended goes on at its final rate. When
+    that rate is 0, training goes on changing nothing: at the first epoch
+    where that is so, a ``UserWarning`` names the schedule, its length, the
+    steps taken and the rate, once per fit. The steps are the optimizer's,
+    which carry on across fits of one model: a 1000-step schedule is used up
+    by the earlier fits of the same model.
+
     The rate in effect at the end of each epoch is written to the epoch logs
     as ``learning_rate``. :meth:`get_state` carries the elapsed time, the
     factor and the position, so a resumed run continues the schedule where
     it was.
+
+    Where it differs from ``keras.callbacks.LearningRateScheduler`` (Keras
+    3.15), which calls ``schedule(epoch, lr)`` at each epoch begin and sets
+    the optimizer's rate to the float it returns:
+
+    ====================  ================================  ==============================
+    What                  Keras                             kit
+    ====================  ================================  ==============================
+    ``schedule``          a function of (epoch, rate)       a ``LearningRateSchedule``, a
+                                                            number or a spec
+    when the rate moves   at epoch begins                   at every step, in the compiled
+                                                            step (``unit="step"``)
+    a schedule as rate    ``TypeError``: the rate is not    runs on top of it
+                          settable
+    other LR callbacks    its float overwrites theirs       cuts of ``CurveBasedLR`` and
+                                                            ``DivergenceGuard`` scale it
+    time budget           none                              ``unit="second"``,
+                                                            ``budget_seconds``
+    ``verbose=1`` prints  the rate set at each epoch        the budget's stop
+    the logs              ``learning_rate`` at epoch end    the same
+    ====================  ================================  ==============================
 
     Args:
         schedule: a ``LearningRateSchedule`` (the kit's or Keras's), a number,
@@ -82,6 +120,8 @@ class TimeBasedLR(KitCallback):
         clock: a function returning seconds; defaults to
             ``time.monotonic``. Tests inject their own.
         verbose: 1 prints when the budget stops training. Defaults to 0.
+        relative: the schedule's values are multiples of the optimizer's
+            own rate. Defaults to False.
 
     Example:
 
@@ -94,7 +134,13 @@ class TimeBasedLR(KitCallback):
     budget = TimeBasedLR(CosineDecay(1e-2, 1000), unit="second", budget_seconds=60)
     model.fit(x, y, epochs=10_000, callbacks=[budget])  # ends within 60 s
     budget.seconds  # {"compile": ..., "train": ..., "validate": ..., "other": ...}
+    # A tuner compiled Adam(hp_lr): cosine from hp_lr down to 0.
+    tuned = TimeBasedLR("cosine_decay(1.0, 1000)", relative=True)
     ```
+
+    Attributes:
+        peak: with ``relative=True``, the optimizer's rate the schedule is
+            multiplied by (set at train begin); else None.
     """
 
     _state_attributes = ("elapsed_seconds", "factor", "position")
@@ -102,7 +148,8 @@ class TimeBasedLR(KitCallback):
 
     def __init__(self, schedule, unit: str = "step", budget_seconds: float | None = None,
                  stop_at_budget: bool = True, total_steps: int | None = None,
-                 clock: Callable[[], float] | None = None, verbose: int = 0):
+                 clock: Callable[[], float] | None = None, verbose: int = 0,
+                 relative: bool = False):
         super().__init__()
         self.schedule = as_schedule(schedule)
         self.unit = check_choice("unit", unit, ("step", "epoch", "second"))
@@ -122,6 +169,10 @@ class TimeBasedLR(KitCallback):
             raise ValueError(f"`clock` must be a function returning seconds, got {clock!r}.")
         self.clock = clock or time.monotonic
         self.verbose = check_verbose(verbose)
+        self.relative = check_bool("relative", relative)
+        self.peak: float | None = None
+        self._installed = None  # the Scaled schedule of a relative one
+        self._warned_end = False
         self.elapsed_seconds = 0.0
         self.position = 0.0
         self.budget_exhausted = False
@@ -191,18 +242,16 @@ class TimeBasedLR(KitCallback):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         controlled = _lr_control.controlled_schedule(self.model)
-        if controlled.schedule is not self.schedule or controlled.unit != self.unit:
-            controlled.schedule = self.schedule
+        schedule = self._relative_to(controlled.schedule) if self.relative else self.schedule
+        if controlled.schedule is not schedule or controlled.unit != self.unit:
+            controlled.schedule = schedule
             controlled.unit = self.unit
             _optimizer.invalidate_traces(self.model)
         self._controlled = controlled
         if self._pending_factor is not None:
             _lr_control.write_controls(self.model, factor=self._pending_factor)
             self._pending_factor = None
-        if self._starts_fresh():
-            self.elapsed_seconds = 0.0
-            self.position = 0.0
-            self.budget_exhausted = False
+        self._warned_end = False
         self._timer = BudgetTimer(self.budget_seconds, self.clock)
         self._timer.start(self.elapsed_seconds, (self.params or {}).get("steps"))
         self._remapped_at = -float("inf")
@@ -216,6 +265,8 @@ class TimeBasedLR(KitCallback):
         self._timer.epoch_begin()
         if self.unit == "epoch":
             _lr_control.write_controls(self.model, position=epoch, rate=0.0)
+        if not self._warned_end and self.unit != "second":
+            self._warn_if_ended(epoch)
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._times_executions:
@@ -249,6 +300,48 @@ class TimeBasedLR(KitCallback):
         self._timer.elapsed_before = self.elapsed_seconds
 
     # Internals --------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self.elapsed_seconds = 0.0
+        self.position = 0.0
+        self.budget_exhausted = False
+
+    def _relative_to(self, current):
+        """The schedule scaled by the optimizer's own rate (``current``: the
+        ControlledSchedule's schedule before this callback's is installed)."""
+        if current is self._installed:
+            return current  # a later fit of this callback
+        if isinstance(current, Constant):
+            peak = current.learning_rate  # the float the model was compiled with
+        elif isinstance(current, Scaled):
+            peak = current.scale  # a relative schedule's, e.g. of a loaded model
+        else:
+            raise ValueError(
+                f"TimeBasedLR(relative=True) multiplies its schedule by the optimizer's "
+                f"learning rate, but that rate is a schedule ({type(current).__name__}), "
+                "not a number: compile with a float rate (as a tuner does, e.g. "
+                "keras.optimizers.Adam(hp_lr)) or use relative=False.")
+        self.peak = float(peak)
+        self._installed = Scaled(self.schedule, self.peak)
+        return self._installed
+
+    def _warn_if_ended(self, epoch) -> None:
+        length = self.length
+        if length is None:
+            return
+        taken = epoch if self.unit == "epoch" else _optimizer.step_count(self.model)
+        if taken < length:
+            return
+        rate = _lr_control.current_learning_rate(self.model)
+        if rate > 1e-12:
+            return  # a constant tail, by design
+        self._warned_end = True
+        warnings.warn(
+            f"TimeBasedLR: the schedule {type(self.schedule).__name__} ended after {length} "
+            f"{self.unit}s and {taken} {self.unit}s have passed: training goes on at its "
+            f"final rate {rate:g}, which changes no weight. The {self.unit}s count across "
+            "fits of one model; use a longer schedule, a freshly compiled optimizer, or "
+            "unit='second' with a budget.", UserWarning, stacklevel=2)
 
     def _current_position(self) -> float:
         return self._controlled.position_at(_optimizer.step_count(self.model))

@@ -1,8 +1,20 @@
-"""Reads a run's event files with TensorBoard's own reader."""
+"""Reads a run's event files with TensorBoard's own reader; the text format
+of the kit's decisions, written and read here.
+
+Epoch numbers: TensorBoard's step axis is Keras's, the 0-based epoch index
+(``keras.callbacks.TensorBoard`` writes the first epoch at step 0), and the
+events' ``epoch`` fields are the index Keras passes to callbacks. Every
+epoch number the kit writes for a person to read (the ``kit/events`` and
+``kit/summary`` texts, the value of ``kit/best_epoch``, the terminal, the
+plots) is 1-based, like Keras's progress bar and its ``Epoch 5: early
+stopping``.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass, field
 
 # The run folders TensorBoardCurves (and Keras's TensorBoard) write below a
@@ -158,3 +170,55 @@ def _by_step(points: list) -> list:
 def _text(array) -> str:
     values = array.ravel().tolist() if hasattr(array, "ravel") else [array]
     return "\n".join(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values)
+
+
+# The kit's decisions as markdown lines of the ``kit/events`` text. Written
+# "- Epoch <1-based>: ..."; runs written before issue 13 have
+# "- epoch <0-based>: ..." and still read.
+_EVENT_LINE = re.compile(r"^- ([Ee])poch (\d+): \*\*(\w+)\*\* (\w+): ([^(\n]*)", re.M)
+
+
+def event_markdown(event: dict) -> str:
+    """One event as a markdown line: 1-based epochs, the other fields after."""
+    extra = ", ".join(f"{k}={_shown(k, v)}" for k, v in event.items()
+                      if k not in ("callback", "kind", "epoch", "reason"))
+    line = (f"- Epoch {int(event.get('epoch', 0)) + 1}: **{event.get('callback')}** "
+            f"{event.get('kind')}: {event.get('reason')}")
+    return f"{line} ({extra})" if extra else line
+
+
+def parse_event_lines(text: str) -> list[tuple[str, int, str]]:
+    """``(kind, 0-based epoch, reason)`` of each event line in a ``kit/events``
+    text, whichever convention wrote it."""
+    found = []
+    for capital, epoch, _callback, kind, reason in _EVENT_LINE.findall(text):
+        index = int(epoch) - 1 if capital == "E" else int(epoch)
+        found.append((kind, index, reason.strip()))
+    return found
+
+
+def best_epoch_marker(points: list[tuple[int, float]]) -> int | None:
+    """The 0-based best epoch from the ``kit/best_epoch`` scalar's points.
+
+    Written at step = the best epoch's index with the 1-based number as
+    value; runs written before issue 13 have it at the last epoch's step
+    with the 0-based index as value. The step tells which: before the
+    change it was never below the value, after it always is.
+    """
+    if not points:
+        return None
+    step, value = points[-1]
+    return int(value) - 1 if step < value else int(value)
+
+
+def shown_value(value) -> str:
+    """A field value as the texts show it."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _shown(name: str, value) -> str:
+    if name.endswith("epoch") and isinstance(value, int) and not isinstance(value, bool):
+        return str(value + 1)  # an epoch index, shown 1-based like every epoch
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return shown_value(value)

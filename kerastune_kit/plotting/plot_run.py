@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 
-from kerastune_kit.plotting._events import RUN_FOLDERS, RunData, read_run, run_event_files
+from kerastune_kit.plotting._events import (
+    RUN_FOLDERS,
+    RunData,
+    best_epoch_marker,
+    parse_event_lines,
+    read_run,
+    run_event_files,
+)
 
 # Epoch tags that are not metrics: the LR gets its own panel, the others are
 # bookkeeping.
@@ -223,9 +229,8 @@ def _markers(data: RunData) -> dict[str, list[tuple[float, float, str]]]:
         kind = tag[len("kit/"):]
         out[kind] = [(epoch + 1.0, value, reasons.get((kind, epoch), ""))
                      for epoch, value in points]
-    best = train.get("kit/best_epoch") or []
-    if best:
-        epoch = int(best[-1][1])
+    epoch = best_epoch_marker(train.get("kit/best_epoch") or [])
+    if epoch is not None:
         out["best"] = [(epoch + 1.0, 0.0, f"epoch {epoch + 1}")]
     elif train.get("kit/best"):
         epoch = train["kit/best"][-1][0]
@@ -236,13 +241,10 @@ def _markers(data: RunData) -> dict[str, list[tuple[float, float, str]]]:
         order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
 
 
-_EVENT_LINE = re.compile(r"^- epoch (\d+): \*\*(\w+)\*\* (\w+): ([^(\n]*)", re.M)
-
-
 def _reasons(texts: list[tuple[int, str]]) -> dict[tuple[str, int], str]:
-    """``(kind, epoch): reason`` parsed from the ``kit/events`` text lines."""
+    """``(kind, 0-based epoch): reason`` parsed from the ``kit/events`` texts."""
     reasons = {}
     for _, text in texts:
-        for epoch, _callback, kind, reason in _EVENT_LINE.findall(text):
-            reasons[(kind, int(epoch))] = reason.strip()
+        for kind, epoch, reason in parse_event_lines(text):
+            reasons[(kind, epoch)] = reason
     return reasons

@@ -212,7 +212,8 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
     events = sorted((e for cb in (timed, guard, validation, best) for e in cb.events),
                     key=lambda e: e["epoch"])
     return BudgetedResult(
-        history=history, best_epoch=best.best_epoch, best_value=validation.best_value,
+        history=history, best_epoch=None if best.best is None else best.best_epoch,
+        best_value=validation.best_value,
         monitor=monitor, stop_reason=_stop_reason(timed, guard, validation),
         learning_rate=learning_rate, seconds={k: round(v, 3) for k, v in seconds.items()},
         events=events)
@@ -251,7 +252,7 @@ class _Validation(KitCallback):
         self.clock = clock
         self.guard = guard
         self.best = EarlyStopping(monitor=self.key, mode="max", patience=10**9,
-                                  restore_best_weights=True)
+                                  restore_best_weights=True, stop_on_nonfinite=True)
         self.seconds = 0.0
         self.best_value = None
         self.cuts: list[int] = []
@@ -299,10 +300,10 @@ class _Validation(KitCallback):
             logs[self.key] = -value
         else:
             logs[self.key] = value - 1e-6 * float(logs.get("val_loss", 0.0))
-        before = self.best.best_epoch
+        before = self.best.best
         self.best.on_epoch_end(epoch, logs)
         logs.pop(self.key, None)
-        if self.best.best_epoch != before:
+        if self.best.best != before:  # a new best is strictly better
             self.best_value = value
             self._since_best = 0
             self._fruitless_cuts = 0

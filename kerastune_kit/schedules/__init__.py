@@ -23,6 +23,7 @@ from kerastune_kit.schedules.controlled import ControlledSchedule
 from kerastune_kit.schedules.linear_decay import LinearDecay
 from kerastune_kit.schedules.lookup import get
 from kerastune_kit.schedules.one_cycle import OneCycle
+from kerastune_kit.schedules.scaled import Scaled
 from kerastune_kit.schedules.sequence import Sequence
 from kerastune_kit.schedules.step_decay import StepDecay
 from kerastune_kit.schedules.warmup import Warmup
@@ -42,6 +43,7 @@ __all__ = [
     "OneCycle",
     "PiecewiseConstantDecay",
     "PolynomialDecay",
+    "Scaled",
     "Sequence",
     "StepDecay",
     "Warmup",

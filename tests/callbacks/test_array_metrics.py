@@ -31,7 +31,8 @@ def fit(classes, callbacks, epochs=3):
 
 
 def monitors():
-    return [EarlyStopping(monitor="val_f1_score", mode="max", patience=5),
+    return [EarlyStopping(monitor="val_f1_score", mode="max", patience=5,
+                          restore_best_weights=True),
             CurveBasedLR(monitor="val_f1_score", mode="max", patience=1),
             DivergenceGuard(monitor="val_f1_score")]
 

@@ -47,7 +47,7 @@ CURVE = [5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 2.95, 3.3, 3.4, 3.5, 3.6, 3.7]
 def callbacks_for(backup_dir, **backup_kwargs):
     """Two EarlyStoppings (keyed by position), one before and one after the
     backup in the list, and a TimeBasedLR."""
-    early = EarlyStopping(monitor="val_score", mode="min", patience=4)
+    early = EarlyStopping(monitor="val_score", mode="min", patience=4, restore_best_weights=True)
     late = EarlyStopping(monitor="val_score", mode="min", patience=2, restore_best_weights=False)
     lr = TimeBasedLR(S.Constant(1.0), unit="epoch")
     backup = BackupAndRestore(backup_dir, **backup_kwargs)
@@ -296,3 +296,19 @@ def test_kills_at_steps_and_inside_every_file_operation_resume_exactly(tmp_path)
     assert not resumed["backup_left"]
     leftovers = [n for n in os.listdir(tmp_path / "chain") if ".tmp-" in n]
     assert leftovers == []  # every temporary file of a killed writer was removed
+
+
+@pytest.mark.parametrize("kwargs, kept", [
+    (dict(), False), (dict(delete_checkpoint=False), True), (dict(delete_on_success=False), True),
+    (dict(double_checkpoint=False), False),
+])
+def test_keras_argument_names_are_accepted(tmp_path, kwargs, kept):
+    """A one-import swap from keras.callbacks.BackupAndRestore: Keras's
+    delete_checkpoint keeps the backup as delete_on_success does; the two
+    newest backups are kept whatever double_checkpoint says."""
+    backup_dir = str(tmp_path / "backup")
+    callback = BackupAndRestore(backup_dir, "epoch", **kwargs)
+    fit_probe(probe_model(), [callback], epochs=3)
+    assert os.path.isdir(backup_dir) == kept
+    if kept:
+        assert len([n for n in os.listdir(backup_dir) if n.startswith("backup-")]) == 2

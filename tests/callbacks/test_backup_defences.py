@@ -183,7 +183,8 @@ HOLDER = textwrap.dedent("""
     x = np.ones((4, 1), "float32")
     model.fit(x, x, epochs=2, verbose=0, callbacks=[
         BackupAndRestore(sys.argv[1]),
-        EarlyStopping(monitor="loss", best_model_path=sys.argv[2]), Hold()])
+        EarlyStopping(monitor="loss", best_model_path=sys.argv[2], patience=5,
+                      restore_best_weights=True), Hold()])
 """)
 
 
@@ -200,7 +201,8 @@ def test_two_live_runs_cannot_share_a_backup_folder_or_a_best_model_file(tmp_pat
             fit_probe(model, [BackupAndRestore(backup_dir)], epochs=2)
         with pytest.raises(ValueError, match=rf"`best_model_path` .* in use by the run of pid "
                                              rf"{holder.pid}"):
-            fit_probe(model, [EarlyStopping(monitor="loss", best_model_path=best)], epochs=2)
+            fit_probe(model, [EarlyStopping(monitor="loss", best_model_path=best, patience=5,
+                                                    restore_best_weights=True)], epochs=2)
         assert steps_in(model) == 0
     finally:
         holder.kill()
@@ -269,7 +271,8 @@ x = np.ones((4, 1), "float32")
 try:
     big_model().fit(x, x, batch_size=4, epochs=4, verbose=0, callbacks=[
         BackupAndRestore(backup_dir),
-        EarlyStopping(monitor="loss", mode="max", best_model_path=best)])
+        EarlyStopping(monitor="loss", mode="max", best_model_path=best, patience=5,
+                      restore_best_weights=True)])
 except OSError as error:
     print("OSError:", error.errno, str(error).replace(chr(10), " ")[:300])
 kept = sorted(n for n in os.listdir(backup_dir) if n.startswith("backup-"))

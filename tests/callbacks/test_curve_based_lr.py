@@ -62,8 +62,10 @@ def test_plateau_cuts_after_patience_epochs_without_improvement():
 def test_cooldown_blocks_decisions_after_a_cut():
     cb = CurveBasedLR(patience=1, cooldown=2, factor=0.5)
     drive(cb, [1.0] * 9)
-    # Cut at 1; epochs 2 and 3 are cooldown; cut at 4; cooldown 5, 6; cut at 7.
-    assert cut_epochs(cb) == [1, 4, 7]
+    # Keras's meaning (issue 13; it was one epoch longer): cut at 1; epoch 2
+    # counts the cooldown to 1 and takes no decision; epoch 3 counts it to 0
+    # and decides: cut at 3; then 5 and 7.
+    assert cut_epochs(cb) == [1, 3, 5, 7]
 
 
 def test_min_lr_is_a_floor_and_hitting_it_is_not_an_event():
@@ -200,9 +202,10 @@ def test_slope_patience_counts_flat_epochs_in_a_row():
 def test_slope_cooldown_and_max_mode():
     cb = CurveBasedLR(monitor="val_auc", rule="slope", window=2, patience=1, cooldown=3)
     drive(cb, [0.9, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7], monitor="val_auc")
-    # Falling AUC is a bad trend at once (epoch 1); cooldown 2, 3, 4 (the
-    # window refills meanwhile); flat at 5: cut.
-    assert cut_epochs(cb) == [1, 5]
+    # Falling AUC is a bad trend at once (epoch 1); cooldown 3 blocks epochs
+    # 2 and 3 (the window refills meanwhile); epoch 4 counts it to 0 and its
+    # trend is flat: cut.
+    assert cut_epochs(cb) == [1, 4]
 
 
 # State ----------------------------------------------------------------------
@@ -212,7 +215,8 @@ def test_slope_cooldown_and_max_mode():
 @pytest.mark.parametrize("restore_after_begin", [False, True])
 def test_state_round_trip_resumes_exactly(rule, restore_after_begin):
     values = [1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]
-    kwargs = dict(rule=rule, patience=2, window=3, smoothing=0.1, cooldown=1, min_delta=1e-3)
+    # cooldown=2: one epoch without decisions after a cut (Keras's meaning).
+    kwargs = dict(rule=rule, patience=2, window=3, smoothing=0.1, cooldown=2, min_delta=1e-3)
     whole = CurveBasedLR(**kwargs)
     drive(whole, values)
     # Split at epoch 6: the plateau rule is then waiting, the slope rule in
@@ -328,6 +332,65 @@ def test_keras_reduce_lr_on_plateau_fails_where_we_do_not():
     with pytest.raises(TypeError):
         model.fit(x, x, batch_size=1, epochs=len(SCRIPT), verbose=0,
                   callbacks=[ScriptedLogs(SCRIPT), plateau])
+
+
+# Keras's ReduceLROnPlateau as the oracle -------------------------------------
+
+_FLAT = [1.0] * 10
+_NOISY = [1.0, 0.9, 0.95, 0.9, 0.85, 0.86, 0.86, 0.7, 0.71, 0.72, 0.72, 0.69, 0.69, 0.7]
+
+
+def _rates_after_each_epoch(callback, values, monitor="val_loss"):
+    """The optimizer's rate after each epoch end, the curve fed through the hooks."""
+    model = lr_probe_model(keras.optimizers.SGD(0.1))
+    callback.set_model(model)
+    callback.on_train_begin()
+    rates = []
+    for epoch, value in enumerate(values):
+        callback.on_epoch_end(epoch, {monitor: value})
+        rates.append(lr(model))
+    return rates
+
+
+@pytest.mark.parametrize("curve", ["flat", "noisy"])
+@pytest.mark.parametrize("mode", ["min", "max"])
+@pytest.mark.parametrize("factor", [0.5, 0.1])
+@pytest.mark.parametrize("min_delta", [0.0, 0.02])
+@pytest.mark.parametrize("cooldown", [0, 1, 2, 3])
+@pytest.mark.parametrize("patience", [0, 1, 2, 3])
+def test_plateau_rule_matches_keras_reduce_lr_on_plateau(patience, cooldown, min_delta, factor,
+                                                         mode, curve):
+    """The plateau rule with an absolute min_delta takes Keras's decisions: the
+    same rate after every epoch, cooldown included (issue 13: it was one
+    epoch longer), with a floor that clamps a cut."""
+    values = _FLAT if curve == "flat" else _NOISY
+    if mode == "max":
+        values = [-v for v in values]
+    arguments = dict(monitor="val_loss", mode=mode, patience=patience, cooldown=cooldown,
+                     min_delta=min_delta, factor=factor, min_lr=0.004)
+    keras_rates = _rates_after_each_epoch(
+        keras.callbacks.ReduceLROnPlateau(**arguments), values)
+    ours = _rates_after_each_epoch(
+        CurveBasedLR(rule="plateau", min_delta_mode="abs", **arguments), values)
+    assert ours == pytest.approx(keras_rates, rel=1e-6)
+
+
+def test_plateau_cooldown_in_real_fit_matches_keras():
+    """The issue's case in real model.fit runs: flat val_loss, factor 0.5,
+    patience 1, cooldown 2."""
+    def rates(callback):
+        model = lr_probe_model(keras.optimizers.SGD(0.1))
+        seen = []
+        record = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: seen.append(lr(model)))
+        model.fit(np.ones((1, 1), "float32"), np.ones((1, 1), "float32"), epochs=6,
+                  verbose=0, callbacks=[ScriptedLogs([1.0] * 6), callback, record])
+        return seen
+
+    arguments = dict(monitor="val_loss", factor=0.5, patience=1, cooldown=2)
+    expected = [0.1, 0.05, 0.05, 0.025, 0.025, 0.0125]
+    assert rates(keras.callbacks.ReduceLROnPlateau(**arguments)) == pytest.approx(expected)
+    assert rates(CurveBasedLR(min_delta_mode="abs", **arguments)) == pytest.approx(expected)
 
 
 # Bad arguments ---------------------------------------------------------------

@@ -107,7 +107,7 @@ def assert_same_weights(a, b):
 
 def test_patience_stop_restores_the_best_epoch_and_writes_it(tmp_path, capsys):
     path = str(tmp_path / "runs" / "best.keras")  # The folder is created.
-    stop = EarlyStopping(patience=3, best_model_path=path, verbose=1)
+    stop = EarlyStopping(patience=3, best_model_path=path, verbose=1, restore_best_weights=True)
     model = compiled_overfit_model()
     history, snapshots = fit_overfit(model, [stop])
     losses = history.history["val_loss"]
@@ -128,13 +128,14 @@ def test_patience_stop_restores_the_best_epoch_and_writes_it(tmp_path, capsys):
 
 def test_epochs_running_out_still_restores_from_disk(tmp_path):
     path = str(tmp_path / "best.weights.h5")
-    stop = EarlyStopping(patience=5, best_model_path=path, restore_from="disk")
+    stop = EarlyStopping(patience=5, best_model_path=path, restore_from="disk",
+                         restore_best_weights=True)
     model = compiled_overfit_model()
     history, snapshots = fit_overfit(model, [stop], epochs=9)
     losses = history.history["val_loss"]
     best = int(np.argmin(losses))
     assert len(losses) == 9 and best < 7  # Patience would have needed more epochs.
-    assert stop.stop_reason is None and stop.stopped_epoch is None
+    assert stop.stop_reason is None and stop.stopped_epoch == 0  # Keras's value
     assert stop.best_weights is None and stop.best_epoch == best  # No copy in memory.
     assert_same_weights(model.get_weights(), snapshots.weights[best])
     assert val_loss(model) == pytest.approx(losses[best], rel=1e-5)
@@ -170,18 +171,99 @@ def test_stops_at_the_same_epoch_as_keras():
     model = probe_model()
     for curve, kwargs in KERAS_CASES:
         kwargs = {"mode": "min", **kwargs}
-        ours = EarlyStopping(monitor="val_score", **kwargs)
+        ours = EarlyStopping(monitor="val_score", restore_best_weights=True, **kwargs)
         theirs = keras.callbacks.EarlyStopping(monitor="val_score", **kwargs)
         reset_probe(model)
         history = fit_probe(model, [Script(curve), theirs, ours], epochs=len(curve))
         # Both watch the same run: whichever stops first ends it, so equal
         # stop epochs mean equal decisions.
-        assert ours.stopped_epoch == (theirs.stopped_epoch or None), kwargs
+        assert ours.stopped_epoch == theirs.stopped_epoch, kwargs
         start = kwargs.get("start_from_epoch", 0)
         watched = np.array(curve[start:history.epoch[-1] + 1])
         best = start + int(np.argmin(watched if kwargs["mode"] == "min" else -watched))
         assert ours.best_epoch == best, kwargs
-        assert probe_epoch(model) == best, kwargs  # Restored where Keras would not.
+        assert probe_epoch(model) == best, kwargs  # Restored (Keras's restores nothing).
+
+
+def test_keras_arguments_have_keras_defaults():
+    """A one-import swap changes nothing: Keras's arguments keep Keras's
+    defaults (issue 13: patience was 5, restore_best_weights True), in
+    Keras's positional order; the kit's extras are keyword-only and off."""
+    import inspect
+
+    theirs = inspect.signature(keras.callbacks.EarlyStopping).parameters
+    ours = inspect.signature(EarlyStopping).parameters
+    assert list(ours)[:len(theirs)] == list(theirs)
+    for name, parameter in theirs.items():
+        assert ours[name].default == parameter.default, name
+    extras = list(ours)[len(theirs):]
+    assert all(ours[name].kind is inspect.Parameter.KEYWORD_ONLY for name in extras)
+    assert ours["stop_on_nonfinite"].default is False
+    assert all(ours[name].default is None for name in (
+        "best_model_path", "stopping_threshold", "divergence_threshold"))
+
+
+# Keras's own callback in its own run, the kit's in another, on the same curve.
+SWAP_CASES = [
+    (CURVE, dict(patience=2)),
+    (CURVE, dict(patience=0)),
+    (CURVE, dict(patience=1, restore_best_weights=True)),
+    (CURVE, dict(patience=4, restore_best_weights=True)),
+    (CURVE, dict(patience=3, baseline=2.0, restore_best_weights=True)),
+    (CURVE, dict(patience=1, start_from_epoch=3, restore_best_weights=True)),
+    ([-v for v in CURVE], dict(patience=2, mode="max", restore_best_weights=True)),
+    ([5.0, 4.0, 3.0, 2.0, 1.0], dict(patience=1)),  # never stops
+    ([5.0, 4.0, 3.0, 2.0, 1.0], dict(patience=1, restore_best_weights=True)),
+    ([3.0, 3.0, 3.0, 3.0], dict()),  # Keras's defaults: stops at epoch 1
+    ([3.0, 3.0, 3.0, 3.0], dict(min_delta=0.5, patience=2)),
+]
+
+
+def _swap_run(make, curve, kwargs):
+    model = probe_model()
+    callback = make(monitor="val_score", **{"mode": "min", **kwargs})
+    history = fit_probe(model, [Script(curve), callback], epochs=len(curve))
+    return callback, model, history
+
+
+@pytest.mark.parametrize("curve, kwargs", SWAP_CASES)
+def test_a_one_import_swap_gives_keras_attributes_and_weights(curve, kwargs):
+    """Keras's names keep Keras's types and values (issue 13: stopped_epoch and
+    best_epoch were None where Keras gives 0), the run stops at the same
+    epoch and ends with the same weights."""
+    theirs, their_model, their_history = _swap_run(keras.callbacks.EarlyStopping, curve, kwargs)
+    ours, our_model, our_history = _swap_run(EarlyStopping, curve, kwargs)
+    assert our_history.epoch == their_history.epoch
+    for name in ("stopped_epoch", "best_epoch", "best", "wait"):
+        mine, keras_value = getattr(ours, name), getattr(theirs, name)
+        assert type(mine) is type(keras_value) and mine == keras_value, (name, kwargs)
+    assert (ours.best_weights is None) == (theirs.best_weights is None)
+    assert probe_epoch(our_model) == probe_epoch(their_model)
+    # The everyday check of a Keras user works (it raised TypeError on None).
+    assert (ours.stopped_epoch > 0) == (ours.stop_reason is not None)
+
+
+def test_with_min_delta_the_best_epoch_is_the_best_values():
+    """The one documented difference of Keras's names: with min_delta > 0 Keras's
+    best is the last epoch that improved by min_delta, the kit's the best value."""
+    kwargs = dict(patience=2, min_delta=0.1, restore_best_weights=True)
+    theirs, their_model, _ = _swap_run(keras.callbacks.EarlyStopping, SLOW, kwargs)
+    ours, our_model, _ = _swap_run(EarlyStopping, SLOW, kwargs)
+    assert ours.stopped_epoch == theirs.stopped_epoch == 4
+    assert (theirs.best_epoch, theirs.best) == (2, 4.85)
+    assert (ours.best_epoch, ours.best, ours.reference) == (4, 4.8, 4.85)
+    assert (probe_epoch(their_model), probe_epoch(our_model)) == (2, 4)
+
+
+def test_a_backup_written_before_keras_values_still_resumes():
+    """States saved before issue 13 hold None for the epochs; they load as 0."""
+    stop = EarlyStopping(monitor="val_score", mode="min", patience=2)
+    stop.set_state({"best": None, "best_epoch": None, "reference": None, "wait": 1,
+                    "stopped_epoch": None, "stop_reason": None, "events": []})
+    assert (stop.best_epoch, stop.stopped_epoch, stop.wait) == (0, 0, 1)
+    model = probe_model()
+    fit_probe(model, [Script(CURVE), stop], epochs=len(CURVE))
+    assert (stop.stop_reason, stop.stopped_epoch, stop.best_epoch) == ("patience", 4, 2)
 
 
 NAN = float("nan")
@@ -193,7 +275,7 @@ DECISION_CASES = [
     ([5, 4, NAN, 3, 2, 1], dict(), "nonfinite", 2, 1),
     ([5, math.inf, 3, 2, 1, 0], dict(start_from_epoch=3), "nonfinite", 1, None),
     ([5, 4, NAN, NAN, 3, 2], dict(stop_on_nonfinite=False, patience=2), "patience", 3, 1),
-    ([5, 4, 3, 2, 1, 0], dict(), None, None, 5),
+    ([5, 4, 3, 2, 1, 0], dict(), None, 0, 5),
     # Improvements must beat the last counted one by 5 %: 9.6 does not beat
     # 10, 9.4 does, 9.0 does not (needs < 8.93), 8.0 does, then nothing; the
     # best epoch is still the lowest value.
@@ -205,12 +287,19 @@ DECISION_CASES = [
 def test_stop_reasons_epochs_and_restored_weights():
     model = probe_model()
     for curve, kwargs, reason, stopped, best in DECISION_CASES:
+        # The defaults these cases were written for (Keras's are 0, False, False).
+        kwargs = {"patience": 5, "restore_best_weights": True, "stop_on_nonfinite": True,
+                  **kwargs}
         stop = EarlyStopping(monitor="val_score", mode="min", **kwargs)
         reset_probe(model)
         fit_probe(model, [Script([float(v) for v in curve]), stop], epochs=len(curve))
-        got = (stop.stop_reason, stop.stopped_epoch, stop.best_epoch)
+        # No best epoch: best is None and best_epoch Keras's 0.
+        got = (stop.stop_reason, stop.stopped_epoch,
+               None if stop.best is None else stop.best_epoch)
         assert got == (reason, stopped, best), (curve, kwargs)
-        last = len(curve) - 1 if stopped is None else stopped
+        if best is None:
+            assert stop.best_epoch == 0
+        last = len(curve) - 1 if reason is None else stopped
         assert probe_epoch(model) == (last if best is None else best), (curve, kwargs)
         if reason is not None:
             event = [e for e in stop.events if e["kind"] == "stop"][-1]
@@ -223,7 +312,8 @@ def test_stop_reasons_epochs_and_restored_weights():
 
 def test_stopped_by_another_callback_restores_a_keras_file(tmp_path):
     stop = EarlyStopping(monitor="val_score", mode="min", patience=10, restore_from="disk",
-                         best_model_path=str(tmp_path / "best.keras"))
+                         best_model_path=str(tmp_path / "best.keras"),
+                         restore_best_weights=True)
     model = probe_model()
     fit_probe(model, [Script(CURVE), StopAt(4), stop], epochs=len(CURVE))
     assert stop.stop_reason is None and stop.best_epoch == 2
@@ -244,7 +334,7 @@ class Interrupt(keras.callbacks.Callback):
 def test_after_ctrl_c_restore_best_puts_the_best_epoch_back(where, tmp_path):
     path = str(tmp_path / "best.keras") if where == "disk" else None
     stop = EarlyStopping(monitor="val_score", mode="min", patience=10, restore_from=where,
-                         best_model_path=path)
+                         best_model_path=path, restore_best_weights=True)
     model = probe_model()
     with pytest.raises(KeyboardInterrupt):
         fit_probe(model, [Script(CURVE), stop, Interrupt()], epochs=len(CURVE))
@@ -254,7 +344,7 @@ def test_after_ctrl_c_restore_best_puts_the_best_epoch_back(where, tmp_path):
 
 
 def test_events_state_and_a_second_fit_call():
-    stop = EarlyStopping(monitor="val_score", mode="min", patience=2)
+    stop = EarlyStopping(monitor="val_score", mode="min", patience=2, restore_best_weights=True)
     fit_probe(probe_model(), [Script(CURVE), stop], epochs=len(CURVE))
     assert [(e["epoch"], e["value"]) for e in stop.events if e["kind"] == "best"] == [
         (0, 5.0), (1, 4.0), (2, 3.0)]
@@ -266,7 +356,7 @@ def test_events_state_and_a_second_fit_call():
     model = probe_model()
     fit_probe(model, [Script([9.0, 8.0, 7.0]), stop], epochs=3)
     assert (stop.stop_reason, stop.stopped_epoch, stop.best_epoch, stop.best, stop.wait) == (
-        None, None, 2, 7.0, 0)
+        None, 0, 2, 7.0, 0)
     assert probe_epoch(model) == 2
 
 
@@ -277,7 +367,7 @@ def test_events_state_and_a_second_fit_call():
 def test_resumed_run_continues_counting_patience(tmp_path, with_path):
     # On CURVE with patience 4 an uninterrupted run is best at epoch 6
     # (2.95) and stops at epoch 10 (the comparison with Keras checks such runs).
-    kwargs = dict(monitor="val_score", mode="min", patience=4)
+    kwargs = dict(monitor="val_score", mode="min", patience=4, restore_best_weights=True)
     if with_path:
         kwargs["best_model_path"] = str(tmp_path / "best.weights.h5")
     first = EarlyStopping(**kwargs)
@@ -289,7 +379,7 @@ def test_resumed_run_continues_counting_patience(tmp_path, with_path):
     assert [e["epoch"] for e in state["events"] if e["kind"] == "best"][-1] == 6
     assert {k: v for k, v in state.items() if k != "events"} == {
         "best": 2.95, "best_epoch": 6, "reference": 2.95, "wait": 2,
-        "stopped_epoch": None, "stop_reason": None}
+        "stopped_epoch": 0, "stop_reason": None}
 
     # A fresh callback object, as after a restart: no in-memory best weights.
     resumed = EarlyStopping(**kwargs)
@@ -298,7 +388,7 @@ def test_resumed_run_continues_counting_patience(tmp_path, with_path):
         fit_probe(model, [Script(CURVE), resumed], epochs=len(CURVE), initial_epoch=9)
         assert probe_epoch(model) == 6  # The best epoch came back from the file.
     else:
-        with pytest.warns(UserWarning, match="cannot restore the best epoch 6"):
+        with pytest.warns(UserWarning, match="cannot restore the best epoch 7"):  # 1-based
             fit_probe(model, [Script(CURVE), resumed], epochs=len(CURVE), initial_epoch=9)
         assert probe_epoch(model) == 10  # Nothing to restore from: the last weights.
         assert "could not restore epoch 7" in resumed.summary
@@ -319,6 +409,8 @@ BAD_ARGUMENTS = [
     (dict(restore_best_weights="yes"), "`restore_best_weights` must be True or False"),
     (dict(restore_from="cloud"), "`restore_from` must be one of 'memory', 'disk'"),
     (dict(restore_from="disk"), "restore_from='disk' restores from `best_model_path`"),
+    (dict(restore_from="disk", best_model_path="best.keras"),
+     "restore_from='disk' says where .* but `restore_best_weights` is False"),
     (dict(best_model_path="best.txt"), "`best_model_path` must end in '.keras' or "
                                        "'.weights.h5', got 'best.txt'"),
     (dict(best_model_path="out/.keras"), "`best_model_path` must end in"),
@@ -376,7 +468,7 @@ def test_missing_monitor_names_the_key_and_lists_the_present_ones():
     stop = EarlyStopping(monitor="val_accuracy", on_missing="warn")
     with pytest.warns(UserWarning, match="val_accuracy"):
         fit_probe(probe_model(), [stop], epochs=2)
-    assert stop.best_epoch is None and stop.stop_reason is None
+    assert stop.best is None and stop.best_epoch == 0 and stop.stop_reason is None
 
 
 # Files ----------------------------------------------------------------------------
@@ -389,7 +481,7 @@ def test_non_chief_worker_writes_only_to_a_throw_away_folder(tmp_path, monkeypat
     }))
     path = str(tmp_path / "best.weights.h5")
     stop = EarlyStopping(monitor="val_score", mode="min", patience=2, best_model_path=path,
-                         restore_from="disk")
+                         restore_from="disk", restore_best_weights=True)
     model = probe_model()
     fit_probe(model, [Script(CURVE), stop], epochs=len(CURVE))
     assert probe_epoch(model) == 2  # Restored from its own copy...

@@ -39,7 +39,8 @@ def saved(tmp_path_factory):
     x = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
     model.fit(x, x[:, :2], batch_size=8, epochs=2, verbose=0, callbacks=[
         TimeBasedLR(schedules.LinearDecay(1.0, 10), unit="step"),
-        EarlyStopping(monitor="loss", best_model_path=path)])
+        EarlyStopping(monitor="loss", best_model_path=path, patience=5,
+                      restore_best_weights=True)])
     return path, keras.saving.load_model(path).get_weights()
 
 

@@ -206,7 +206,10 @@ def test_decisions_are_markers_and_text(tensorboard):
     new_lr = cut.events[0]["new_lr"]
     assert tensorboard.scalars(run, "kit/lr_cut", count=1) == [(1, pytest.approx(new_lr))]
     assert tensorboard.scalars(run, "kit/stop", count=1) == [(2, 1.0)]
-    assert tensorboard.scalars(run, "kit/best_epoch", count=1) == [(2, best.best_epoch)]
+    # The best epoch's 1-based number (issue 13: what a person reads is 1-based),
+    # at its step (TensorBoard's steps are Keras's 0-based epoch index).
+    assert tensorboard.scalars(run, "kit/best_epoch", count=1) == [
+        (best.best_epoch, best.best_epoch + 1)]
     improvements = [e for e in best.events if e["kind"] == "best"]
     best_points = tensorboard.scalars(run, "kit/best", count=len(improvements))
     assert best_points == [(e["epoch"], pytest.approx(e["value"])) for e in improvements]
@@ -221,12 +224,12 @@ def test_decisions_are_markers_and_text(tensorboard):
     assert new_lr == pytest.approx(0.5 * (1 - 6 / 7), abs=1e-6)
 
     texts = tensorboard.texts(run, "kit/events")
-    assert "CutLR" in texts[1] and "lr_cut" in texts[1] and "test" in texts[1]
+    assert "<li>Epoch 2: <strong>CutLR</strong> lr_cut: test" in texts[1]  # 1-based, step 1
     assert "TimeBasedLR" in texts[2] and "stop" in texts[2] and "budget" in texts[2]
     assert "TracksBest" in texts[2] and "stopped by another callback" in texts[2]
     summary = tensorboard.texts(run, "kit/summary")[2]
-    assert f"best epoch {best.best_epoch}" in summary
-    assert "stopped at epoch 2: stopped by another callback" in summary
+    assert f"best epoch {best.best_epoch + 1}" in summary
+    assert "stopped at epoch 3: stopped by another callback" in summary
 
 
 def test_hparams_reach_the_hparams_dashboard(tensorboard):
@@ -251,6 +254,27 @@ def test_hparams_reach_the_hparams_dashboard(tensorboard):
     final = {(m["name"]["group"], m["name"]["tag"]): m["value"]
              for m in ours[0]["metricValues"]}
     assert final[("validation", "epoch_loss")] == pytest.approx(history.history["val_loss"][-1])
+
+
+def test_evaluation_vs_iterations_as_keras_tensorboard_writes_it(tensorboard):
+    """Keras's TensorBoard writes each validation's results against the
+    optimizer's step, `evaluation_<metric>_vs_iterations`, in the validation
+    run (issue 13: the kit did not); the kit writes the same points."""
+    name = "evaluation"
+    model = lr_probe_model(keras.optimizers.SGD(0.05))
+    x = np.ones((12, 1), "float32")
+    ours = TensorBoardCurves(tensorboard.logdir / name)
+    theirs = keras.callbacks.TensorBoard(tensorboard.logdir / "keras_evaluation",
+                                         write_graph=False)
+    history = model.fit(x, x, batch_size=4, epochs=4, validation_freq=2, verbose=0,
+                        validation_data=(x[:8], x[:8]), callbacks=[theirs, ours])
+    keras_points = read_run(tensorboard.logdir / "keras_evaluation").scalars["validation"][
+        "evaluation_loss_vs_iterations"]
+    assert [step for step, _ in keras_points] == [6, 12]  # 3 steps an epoch, epochs 2 and 4
+    points = tensorboard.scalars(f"{name}/validation", "evaluation_loss_vs_iterations",
+                                 count=2)
+    assert points == [(step, pytest.approx(value)) for step, value in keras_points]
+    assert [v for _, v in points] == pytest.approx(history.history["val_loss"])
 
 
 def _fit_constant_lr(log_dir, lr, epochs, *, model=None, initial_epoch=0, curves=None,

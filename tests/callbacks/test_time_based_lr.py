@@ -271,3 +271,103 @@ def test_tf_checkpoint_of_model_and_optimizer_still_works(tmp_path):
     # Variables created after the swap are still tracked by Keras.
     names = [v.path for v in model.optimizer.variables]
     assert len(names) == len(set(names)) and any("iteration" in n for n in names)
+
+
+# Relative schedules: the peak is the optimizer's own rate ---------------------
+
+
+@pytest.mark.parametrize("compiled_rate", [0.05, 0.2])
+@pytest.mark.parametrize("schedule", [S.LinearDecay(1.0, decay_steps=40),
+                                      "linear_decay(1.0, decay_steps=40)"])
+def test_relative_schedule_peaks_at_the_rate_the_model_was_compiled_with(schedule,
+                                                                        compiled_rate):
+    """Issue 13: under keras-tuner TimeBasedLR overrode the rate the tuner
+    chose; relative=True multiplies the schedule by it instead."""
+    model = lr_probe_model(keras.optimizers.SGD(compiled_rate))
+    callback = TimeBasedLR(schedule, relative=True)
+    x = np.ones((8, 1), "float32")
+    history = model.fit(x, x, batch_size=1, epochs=2, shuffle=False, verbose=0,
+                        callbacks=[callback])
+    assert callback.peak == pytest.approx(compiled_rate)
+    rates = [compiled_rate * (1 - k / 40) for k in range(16)]
+    assert -weight(model) == pytest.approx(sum(rates), rel=1e-5)  # every step scaled
+    assert history.history["learning_rate"] == pytest.approx(
+        [compiled_rate * (1 - 8 / 40), compiled_rate * (1 - 16 / 40)], rel=1e-6)
+    # A later fit of the same callback goes on with the same peak.
+    model.fit(x, x, batch_size=1, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
+    assert callback.peak == pytest.approx(compiled_rate)
+    assert float(model.optimizer.learning_rate) == pytest.approx(
+        compiled_rate * (1 - 24 / 40), rel=1e-6)
+
+
+def test_a_relative_schedule_is_saved_with_the_model(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.Adam(0.003), loss="mse")
+    x, y = np.ones((16, 3), "float32"), np.zeros((16, 2), "float32")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0,
+              callbacks=[TimeBasedLR("cosine_decay(1.0, 100)", relative=True)])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    expected = 0.003 * float(keras.optimizers.schedules.CosineDecay(1.0, 100)(4))
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(expected, rel=1e-6)
+    # The loaded model's schedule is relative too: a new relative callback
+    # keeps its peak.
+    again = TimeBasedLR(S.Constant(0.5), relative=True)
+    loaded.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[again])
+    assert again.peak == pytest.approx(0.003)
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(0.0015, rel=1e-6)
+
+
+def test_relative_needs_a_number_as_the_optimizer_rate():
+    model = lr_probe_model(keras.optimizers.SGD(
+        keras.optimizers.schedules.ExponentialDecay(0.5, 10, 0.5)))
+    x = np.ones((4, 1), "float32")
+    with pytest.raises(ValueError, match=r"relative=True\) multiplies .* \(ExponentialDecay\)"):
+        model.fit(x, x, epochs=1, verbose=0, callbacks=[TimeBasedLR(0.5, relative=True)])
+
+
+# A schedule that has ended at rate 0 --------------------------------------------
+
+
+def _fit_steps(model, callbacks, epochs):
+    x = np.ones((1, 1), "float32")
+    return model.fit(x, x, batch_size=1, epochs=epochs, verbose=0, callbacks=callbacks)
+
+
+def _end_warnings(record):
+    return [str(w.message) for w in record if "TimeBasedLR: the schedule" in str(w.message)]
+
+
+def test_training_on_at_rate_0_after_the_schedule_ended_warns_once_per_fit():
+    """Issue 13: the README's snippets, run in order, trained their last fits
+    at rate 0 without a word (a 1000-step schedule used up by earlier fits)."""
+    model = lr_probe_model(lr=0.0)
+    callback = TimeBasedLR(S.LinearDecay(0.1, decay_steps=5))
+    with pytest.warns(UserWarning) as record:
+        _fit_steps(model, [callback], epochs=8)
+    assert _end_warnings(record) == [
+        "TimeBasedLR: the schedule LinearDecay ended after 5 steps and 5 steps have passed: "
+        "training goes on at its final rate 0, which changes no weight. The steps count "
+        "across fits of one model; use a longer schedule, a freshly compiled optimizer, or "
+        "unit='second' with a budget."]
+    # A later fit on the same model: the schedule is over from its first epoch.
+    with pytest.warns(UserWarning) as record:
+        _fit_steps(model, [TimeBasedLR(S.LinearDecay(0.1, decay_steps=5))], epochs=2)
+    assert len(_end_warnings(record)) == 1 and "8 steps have passed" in _end_warnings(record)[0]
+
+
+@pytest.mark.parametrize("schedule, unit, epochs", [
+    (S.LinearDecay(0.1, decay_steps=5), "step", 5),  # ends with the fit
+    (keras.optimizers.schedules.CosineDecay(0.1, 5, alpha=0.1), "step", 8),  # ends above 0
+    (S.Constant(0.1), "step", 8),  # open-ended
+    (S.LinearDecay(0.1, decay_steps=3), "epoch", 3),
+])
+def test_no_warning_while_the_rate_still_trains(schedule, unit, epochs, recwarn):
+    _fit_steps(lr_probe_model(lr=0.0), [TimeBasedLR(schedule, unit=unit)], epochs=epochs)
+    assert _end_warnings(recwarn) == []
+
+
+def test_an_epoch_schedule_that_ended_at_0_warns():
+    with pytest.warns(UserWarning, match="ended after 3 epochs and 3 epochs have passed"):
+        _fit_steps(lr_probe_model(lr=0.0),
+                   [TimeBasedLR(S.LinearDecay(0.1, decay_steps=3), unit="epoch")], epochs=5)

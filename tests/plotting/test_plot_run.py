@@ -1,6 +1,7 @@
 """plot_run and its event reader on the logs of a real run."""
 
 import contextlib
+import os
 import struct
 import sys
 
@@ -102,6 +103,34 @@ def test_markers_sit_where_the_decisions_were_taken(run):
     assert markers["lr_cut"] == [(2.0, pytest.approx(cut.events[0]["new_lr"]), "plateau")]
     assert markers["best"][0][::2] == (best_epoch + 1, f"epoch {best_epoch + 1}")
     assert markers["stop"] == [(5.0, 1.0, "budget")]
+
+
+OLD_RUN = os.path.join(os.path.dirname(__file__), "data", "run_written_before_issue_13")
+
+
+def test_a_run_written_before_epoch_numbers_became_1_based_still_plots(tmp_path):
+    """That run (see _scripts/write_decisions_run.py) wrote 0-based epochs in
+    kit/events and as the value of kit/best_epoch; its markers still sit at
+    their epochs."""
+    data = read_run(OLD_RUN)
+    assert data.texts["train"]["kit/events"][1][1].startswith("- epoch 1: **CutLR** lr_cut")
+    markers = _markers(data)
+    val = [v for _, v in data.scalars["validation"]["epoch_loss"]]
+    best = int(np.argmin(val))
+    assert markers["best"][0][::2] == (best + 1, f"epoch {best + 1}")
+    assert markers["lr_cut"] == [(2.0, pytest.approx(0.2425), "plateau")]
+    assert markers["stop"] == [(5.0, 1.0, "budget")]
+    assert png_size(plot_run(OLD_RUN, tmp_path / "old.png"))[0] > 0
+
+
+def test_the_texts_count_epochs_from_1(run):
+    log_dir, history, _, _ = run
+    data = read_run(log_dir)
+    texts = dict(data.texts["train"]["kit/events"])
+    assert texts[1].startswith("- Epoch 2: **CutLR** lr_cut: plateau")
+    best = int(np.argmin(history.history["val_loss"]))
+    assert data.scalars["train"]["kit/best_epoch"] == [(best, best + 1)]
+    assert f"best epoch {best + 1} (val_loss" in dict(data.texts["train"]["kit/summary"])[4]
 
 
 def png_size(path):

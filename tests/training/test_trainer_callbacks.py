@@ -12,7 +12,12 @@ from tensorboard.util import tensor_util
 
 from kerastune_kit import Trainer
 from kerastune_kit import schedules as S
-from kerastune_kit.callbacks import CurveBasedLR, EarlyStopping, TimeBasedLR
+from kerastune_kit.callbacks import (
+    CurveBasedLR,
+    EarlyStopping,
+    MissingMonitorError,
+    TimeBasedLR,
+)
 
 
 def lr_probe():
@@ -166,7 +171,7 @@ def test_kit_early_stopping_and_curve_based_lr():
     trainer = Trainer(small_model(), keras.optimizers.SGD(0.05), "mse", steps_per_execution=3)
     recorder = Recorder()
     curve = CurveBasedLR(monitor="val_loss", patience=1, factor=0.5, min_delta=0.0)
-    stop = EarlyStopping(monitor="val_loss", patience=3)
+    stop = EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
     history = trainer.fit(x, y, batch_size=8, epochs=20, validation_data=val, verbose=0,
                           shuffle=False, callbacks=[curve, stop, recorder])
     epochs_run = len(history.history["loss"])
@@ -224,3 +229,28 @@ def test_verbose_prints_the_keras_progress_bar(capsys):
     trainer.fit(x, y, batch_size=4, epochs=2, verbose=1)
     out = capsys.readouterr().out
     assert "Epoch 2/2" in out and "loss:" in out
+
+
+class CountEpochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.begun = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begun += 1
+
+
+def test_a_misspelt_monitor_is_told_before_training():
+    """The Trainer tells the kit's monitors what it logs (issue 13): a name it
+    cannot log fails at train begin, with the closest one."""
+    x, y = regression()
+    trainer = Trainer(small_model(), keras.optimizers.SGD(0.05), "mse", metrics=["mae"])
+    counter = CountEpochs()
+    with pytest.raises(MissingMonitorError, match="Did you mean 'val_mae'"):
+        trainer.fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), verbose=0,
+                    callbacks=[counter, EarlyStopping(monitor="val_mea", mode="min")])
+    assert counter.begun == 0
+    stop = EarlyStopping(monitor="val_mae", patience=5)
+    history = trainer.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0,
+                          callbacks=[counter, stop])
+    assert "val_mae" in history.history and stop.best is not None

@@ -159,7 +159,8 @@ def main(argv):
     if mode == "fit":
         model = overfit_model()
         model.compile(keras.optimizers.Adam(0.01), "mse")
-        early = EarlyStopping(patience=8, best_model_path=os.path.join(work, "best.keras"))
+        early = EarlyStopping(patience=8, best_model_path=os.path.join(work, "best.keras"),
+                              restore_best_weights=True)
         history = model.fit(x, y, validation_data=(xv, yv), epochs=EPOCHS, batch_size=8,
                             shuffle=False, verbose=0, callbacks=[
                                 curve, BackupAndRestore(os.path.join(work, "backup")), early,
@@ -169,7 +170,7 @@ def main(argv):
 
         trainer = Trainer(overfit_model, lambda: keras.optimizers.Adam(0.01), "mse")
         model = trainer.model
-        early = EarlyStopping(patience=8, restore_from="memory")
+        early = EarlyStopping(patience=8, restore_from="memory", restore_best_weights=True)
         history = trainer.fit(x, y, validation_data=(xv, yv), epochs=EPOCHS, batch_size=8,
                               verbose=0, shuffle=False, callbacks=[curve, early, log, *killers],
                               backup_dir=os.path.join(work, "backup"))

@@ -50,7 +50,7 @@ out["curve"] = [moved(model), 4 * (0.01 + 0.01 + 0.005 + 0.0025),
                 [e["epoch"] for e in curve.events]]
 
 model = probe(0.01)
-early = EarlyStopping(monitor="val_loss", patience=1)
+early = EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
 model.fit(x, x, batch_size=8, epochs=5, verbose=0,
           callbacks=[ScriptedLogs([3.0, 2.0, 2.5, 2.6, 2.7]), early])
 out["early"] = [moved(model), 8 * 0.01, early.best_epoch, early.stop_reason]

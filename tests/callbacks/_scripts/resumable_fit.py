@@ -76,7 +76,7 @@ def main(argv):
     ])
     numpy_initialized(model)
     model.compile(keras.optimizers.Adam(0.01), "mse")
-    stop = EarlyStopping(patience=3)
+    stop = EarlyStopping(patience=3, restore_best_weights=True)
     last = LastWeights()
     # BackupAndRestore sits between kit callbacks on purpose: TimeBasedLR has
     # begun before the restore, EarlyStopping begins after it.

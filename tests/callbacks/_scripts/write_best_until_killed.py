@@ -40,7 +40,8 @@ def main(path):
     model = build_model()
     x = np.ones((1, SIZE), "float32")
     model.fit(x, x, epochs=1_000_000, verbose=0,
-              callbacks=[EarlyStopping(monitor="loss", patience=0, best_model_path=path)])
+              callbacks=[EarlyStopping(monitor="loss", patience=0, best_model_path=path,
+                                                       restore_best_weights=True)])
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def main():
     trainer = Trainer(make_model, lambda: keras.optimizers.SGD(0.05), "mse", metrics=["mae"],
                       strategy=strategy, steps_per_execution=2, clipnorm=1.0)
     x, y = data()
-    early = EarlyStopping(monitor="loss", patience=5, best_model_path="runs/best.keras")
+    early = EarlyStopping(monitor="loss", patience=5, best_model_path="runs/best.keras",
+                          restore_best_weights=True)
     history = trainer.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False,
                           backup_dir="runs/ckpt", callbacks=[early, TensorBoardCurves("runs/logs")])
     with open(sys.argv[1], "w") as f:

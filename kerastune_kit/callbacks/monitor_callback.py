@@ -1,0 +1,294 @@
+"""The base of the callbacks that watch one metric: ``MonitorCallback``.
+
+One owner for what every monitor needs: the direction of the metric (the
+only place that knows "min" from "max") and every comparison made with it
+(improvement by a margin, plain "better", thresholds, a signed trend), the
+check that the monitored key can appear in the logs (at train begin, with
+the closest key when it cannot) and the error when it is missing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+import re
+import warnings
+
+import keras
+import numpy as np
+
+from kerastune_kit import _keras_private as private
+from kerastune_kit._validation import check_choice, check_non_negative
+from kerastune_kit.callbacks._base import KitCallback
+
+_MIN_PATTERN = re.compile(
+    r"loss|error|err$|mse|mae|mape|msle|crossentropy|hinge|perplexity|divergence", re.I)
+_MAX_PATTERN = re.compile(
+    r"acc|auc|precision|recall|f1|fbeta|iou|r2|score|top_k|hits|ndcg|map$", re.I)
+
+
+def log_scalar(name: str, value, owner: str) -> float:
+    """A logged value as a float: a number, or an array of one element (as
+    Keras's ``F1Score`` logs for one class); anything bigger is refused."""
+    if isinstance(value, numbers.Real):
+        return float(value)
+    array = np.asarray(value)
+    if array.size != 1:
+        raise ValueError(
+            f"{owner}: the monitored {name!r} is an array of shape {array.shape} in the "
+            "logs; a monitor needs one number (for a per-class metric, log its mean, e.g. "
+            "F1Score(average='macro')).")
+    return float(array.reshape(()))
+
+
+class MissingMonitorError(KeyError, ValueError):
+    """The monitored quantity is not in the logs; the message lists what is.
+
+    Raised at the first epoch end without it, or at train begin when the
+    keys a fit can log are all known and ``monitor`` is not among them (a
+    ``KeyError`` for the missing key, a ``ValueError`` for the bad argument).
+    """
+
+    def __str__(self) -> str:  # KeyError would repr() the message.
+        return str(self.args[0])
+
+
+def missing_monitor_message(owner: str, monitor: str, logs) -> str:
+    """Says that ``monitor`` is not in ``logs``, lists the keys present and
+    suggests the closest one (or validation data for a missing ``val_``)."""
+    present = ", ".join(sorted(logs)) or "(none)"
+    message = f"{owner}: monitor={monitor!r} is not in the logs. Keys present: {present}."
+    if monitor.startswith("val_") and not any(k.startswith("val_") for k in logs):
+        return (message + " The logs have no validation values: pass validation_data or "
+                "validation_split to fit (validation_freq=1 for every epoch).")
+    close = closest_key(monitor, logs)
+    return message + (f" Did you mean {close!r}?" if close else "")
+
+
+def monitor_direction(monitor: str, model=None) -> str | None:
+    """``"min"`` or ``"max"`` for a metric name, or ``None`` if unknown.
+
+    Names with loss/error-like words are minimised; accuracy, AUC,
+    precision, recall, F1-like names maximised. Otherwise a Keras metric of
+    that name on ``model`` is asked for its direction.
+    """
+    name = monitor[4:] if monitor.startswith("val_") else monitor
+    if _MIN_PATTERN.search(name):
+        return "min"
+    if _MAX_PATTERN.search(name):
+        return "max"
+    for metric in _flat_metrics(model):
+        if getattr(metric, "name", None) == name:
+            direction = private.metric_direction(metric)
+            if direction in ("up", "down"):
+                return "max" if direction == "up" else "min"
+    return None
+
+
+def _flat_metrics(model):
+    stack = list(getattr(model, "metrics", []) or [])
+    while stack:
+        metric = stack.pop()
+        # Compiled metrics are built lazily: before the first step only the
+        # user's lists (`_user_metrics`, ...) hold them.
+        for attr in ("metrics", "_user_metrics", "_user_weighted_metrics"):
+            inner = getattr(metric, attr, None)
+            if inner:
+                stack.extend(m for m in keras.tree.flatten(inner) if hasattr(m, "name"))
+        yield metric
+
+
+_LOGGED_NAMES_ATTR = "_kerastune_kit_logged_names"
+
+
+def declare_logged_names(callback_list, names) -> None:
+    """Tells the kit's monitors which names a training loop logs.
+
+    For loops other than ``model.fit`` (the kit's ``Trainer``): call it on
+    the ``keras.callbacks.CallbackList`` before ``on_train_begin`` with the
+    names of the epoch logs (``"loss"`` and the metrics; validation adds
+    their ``val_`` forms). A monitor can then report a misspelt name before
+    the first epoch.
+    """
+    setattr(callback_list, _LOGGED_NAMES_ATTR, [str(n) for n in names])
+
+
+def logged_keys(callback) -> set[str] | None:
+    """Every key the epoch logs of the running fit can hold, as seen from
+    ``callback``'s ``on_train_begin``; None when that cannot be known.
+
+    The names the model (or the loop) logs, their ``val_`` forms (a callback
+    is not told whether there is validation data, so both count), and what
+    the other callbacks of the same ``CallbackList`` may add: nothing for
+    callbacks that keep ``Callback.on_epoch_end``, ``learning_rate`` for
+    Keras's own and the kit's; any other ``on_epoch_end`` may add anything,
+    and then nothing can be known.
+    """
+    callbacks = private.running_callback_list(callback)
+    if callbacks is None:
+        return None
+    names = getattr(callbacks, _LOGGED_NAMES_ATTR, None)
+    if names is None:
+        names = private.logged_metric_names(callback.model)
+    if names is None:
+        return None
+    keys = set(names) | {f"val_{name}" for name in names}
+    for other in callbacks.callbacks:
+        if other is callback:
+            continue
+        if isinstance(other, KitCallback):
+            if other._adds_log_keys is None:
+                return None
+            keys.update(other._adds_log_keys)
+            continue
+        hook = getattr(type(other), "on_epoch_end", None)
+        if hook is keras.callbacks.Callback.on_epoch_end:
+            continue
+        owner = getattr(hook, "__module__", "") or ""
+        if owner.startswith("keras.") and type(other).__name__ != "LambdaCallback":
+            keys.add("learning_rate")  # ReduceLROnPlateau, LearningRateScheduler
+            continue
+        return None  # a callback of the user's may write any key
+    return keys
+
+
+def closest_key(name: str, keys) -> str | None:
+    """The key most like ``name`` (difflib), if any is close enough."""
+    found = difflib.get_close_matches(name, sorted(keys), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def check_monitor_logged(callback, monitor: str) -> None:
+    """Raises :class:`MissingMonitorError` at train begin when ``monitor``
+    cannot appear in the epoch logs of this fit, suggesting the closest key
+    that can.
+
+    Only when every key can be known (:func:`logged_keys`); otherwise the
+    first epoch end tells (:class:`MissingMonitorError`).
+    """
+    keys = logged_keys(callback)
+    if keys is None or monitor in keys or monitor.startswith("learning_rate"):
+        return
+    close = closest_key(monitor, keys)
+    hint = f" Did you mean {close!r}?" if close else ""
+    # learning_rate is what LR callbacks add; the model's own keys are the news.
+    shown = ", ".join(sorted((k for k in keys if not k.startswith("learning_rate")),
+                             key=lambda k: (k.startswith("val_"), k)))
+    raise MissingMonitorError(
+        f"{type(callback).__name__}: monitor={monitor!r} is not in the logs. Keys present: "
+        f"{shown} (every key this fit can log; the val_ ones with validation data).{hint}")
+
+
+class MonitorCallback(KitCallback):
+    """Base for callbacks that watch one metric.
+
+    Args:
+        monitor: the quantity in the logs, e.g. ``"val_loss"``.
+        mode: ``"auto"``, ``"min"`` or ``"max"``. ``"auto"`` infers the
+            direction from the name or the model's metric; if it cannot, a
+            ``ValueError`` asks for ``mode``.
+        min_delta: how much better a value must be to count as an
+            improvement, ``>= 0``.
+        min_delta_mode: ``"abs"``: better by ``min_delta``; ``"rel"``: better
+            by the fraction ``min_delta`` of the best value.
+        on_missing: ``"raise"``: a ``KeyError`` naming the missing key and the
+            keys present; ``"warn"``: warn once and skip the epoch.
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "auto",
+                 min_delta: float = 0.0, min_delta_mode: str = "abs",
+                 on_missing: str = "raise"):
+        super().__init__()
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"`monitor` must be a non-empty metric name, got {monitor!r}.")
+        self.monitor = monitor
+        self.mode = check_choice("mode", mode, ("auto", "min", "max"))
+        self.min_delta = float(check_non_negative("min_delta", min_delta))
+        self.min_delta_mode = check_choice("min_delta_mode", min_delta_mode, ("abs", "rel"))
+        self.on_missing = check_choice("on_missing", on_missing, ("raise", "warn"))
+        self._direction = None if mode == "auto" else mode
+        if self._direction is None:
+            self._direction = monitor_direction(monitor)
+        self._warned_missing = False
+
+    @property
+    def direction(self) -> str:
+        """``"min"`` or ``"max"``, resolved at the latest at train begin."""
+        if self._direction is None:
+            self._direction = monitor_direction(self.monitor, getattr(self, "_model", None))
+        if self._direction is None:
+            raise ValueError(
+                f"{type(self).__name__} cannot tell whether monitor={self.monitor!r} "
+                "should be minimised or maximised; pass mode='min' or mode='max'."
+            )
+        return self._direction
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.on_missing == "raise":
+            # A misspelt name is told now, not after an epoch of training, and
+            # before the direction, whose error would blame `mode`.
+            check_monitor_logged(self, self.monitor)
+        self.direction  # noqa: B018 - resolves "auto" or raises before training.
+
+    # Comparisons in the metric's direction: the only code that knows "min"
+    # from "max" and how min_delta turns into a margin, so that no subclass
+    # re-derives either.
+
+    def _is_better(self, value: float, reference: float | None) -> bool:
+        """Plain comparison, no margin (for tracking the best value): a
+        finite ``value`` beats ``None``."""
+        if reference is None:
+            return math.isfinite(value)
+        return value < reference if self.direction == "min" else value > reference
+
+    def _margin(self, reference: float) -> float:
+        """``min_delta`` in the metric's units: as given (``"abs"``), or the
+        fraction ``min_delta`` of ``|reference|`` (``"rel"``)."""
+        if self.min_delta_mode == "rel":
+            return self.min_delta * abs(reference)
+        return self.min_delta
+
+    def _bar(self, reference: float, margin: float) -> float:
+        """What a value must beat: ``reference`` moved by ``margin`` towards
+        better."""
+        return reference - margin if self.direction == "min" else reference + margin
+
+    def _is_improvement(self, value: float, reference: float | None) -> bool:
+        """Whether ``value`` beats ``reference`` by the required margin."""
+        if not math.isfinite(value):
+            return False
+        if reference is None:
+            return True
+        return self._is_better(value, self._bar(reference, self._margin(reference)))
+
+    def _reaches(self, value: float, threshold: float) -> bool:
+        """Whether ``value`` is at least as good as ``threshold``."""
+        return not self._is_better(threshold, value)
+
+    def _worse_than(self, value: float, threshold: float) -> bool:
+        """Whether ``value`` is strictly worse than ``threshold``."""
+        return self._is_better(threshold, value)
+
+    def _gain(self, change: float) -> float:
+        """A change of the monitored value, signed so that positive is better."""
+        return -change if self.direction == "min" else change
+
+    @property
+    def _better_side(self) -> str:
+        """Where better values lie, in words: ``"below"`` or ``"above"``."""
+        return "below" if self.direction == "min" else "above"
+
+    def _monitor_value(self, logs) -> float | None:
+        """The monitored value as a float, or ``None`` after a warning."""
+        logs = logs or {}
+        if self.monitor not in logs:
+            message = missing_monitor_message(type(self).__name__, self.monitor, logs)
+            if self.on_missing == "raise":
+                raise MissingMonitorError(message)
+            if not self._warned_missing:
+                warnings.warn(message, stacklevel=2)
+                self._warned_missing = True
+            return None
+        return log_scalar(self.monitor, logs[self.monitor], type(self).__name__)
