@@ -367,6 +367,16 @@ def metric_direction(metric) -> str | None:
     return getattr(metric, "_direction", None)
 
 
+def callback_model(callback):
+    """The model a ``CallbackList`` handed to ``callback`` (None before).
+
+    ``callback._model`` (checked: {checked}): the public ``callback.model``
+    also syncs the JAX trainer's state into the variables at every read,
+    which a lookup of the model's metrics or registry does not need.
+    """
+    return getattr(callback, "_model", None)
+
+
 # TensorFlow --------------------------------------------------------------------
 
 def default_strategy():
@@ -422,6 +432,6 @@ for _function in (rate_object, renew_variable_list, step_counter, wrap_variable_
                   set_initial_epoch, data_adapter, train_validation_split, loss_tracker,
                   build_compiled_state, child_layers, metric_direction, default_strategy,
                   skips_gradient_reduction, gradients_already_reduced, logged_metric_names,
-                  running_callback_list):
+                  running_callback_list, callback_model):
     _function.__doc__ = _function.__doc__.replace("{checked}", CHECKED).replace(
         "{checked_tf}", CHECKED_TF)

@@ -17,6 +17,8 @@ from typing import Any
 
 import keras
 
+from kerastune_kit import _keras_private as private
+
 
 class KitCallback(keras.callbacks.Callback):
     """Base of the kit's callbacks: the JSON state protocol and the registry.
@@ -94,7 +96,7 @@ class KitCallback(keras.callbacks.Callback):
         """Seals the registry of this fit call and starts a fresh run: the
         per-run state is reset (:meth:`_reset`) unless :meth:`set_state`
         restored it for this run. Subclasses call it first."""
-        _seal(self._model)
+        _seal(private.callback_model(self))
         self._training_begun = True
         if self._starts_fresh():
             self._reset()

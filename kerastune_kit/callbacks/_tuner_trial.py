@@ -15,6 +15,7 @@ already used writes to a fresh sibling folder, so trials never share one.
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ def current_trial() -> TunerTrial | None:
     tuner_class = getattr(module, "Tuner", None)
     if tuner_class is None:
         return None
-    frame = sys._getframe(1)
+    frame = inspect.currentframe().f_back
     trial = None
     while frame is not None:
         local = frame.f_locals

@@ -6,6 +6,7 @@ import math
 import os
 import warnings
 
+import keras
 import numpy as np
 
 from kerastune_kit import _distribute
@@ -353,7 +354,9 @@ class EarlyStopping(MonitorCallback):
         Example:
 
         ```python
-        stop = EarlyStopping(patience=3)
+        from kerastune_kit.callbacks import EarlyStopping
+
+        stop = EarlyStopping(patience=3, restore_best_weights=True)
         try:
             model.fit(x, y, validation_data=(xv, yv), epochs=100, callbacks=[stop])
         except KeyboardInterrupt:
@@ -438,15 +441,16 @@ class EarlyStopping(MonitorCallback):
 def _load_model_weights(model, path):
     """Loads the model's weights from ``path``, leaving the optimizer alone."""
     optimizer = getattr(model, "optimizer", None)
-    skip = [optimizer] if optimizer is not None else []
     if path.endswith(".weights.h5"):
-        model.load_weights(path, objects_to_skip=skip)
+        model.load_weights(path, objects_to_skip=[optimizer] if optimizer is not None else [])
         return
-    # Keras's public loader takes no objects_to_skip for a .keras archive;
-    # its saving library does, and reads the same archive.
-    from keras.src.saving import saving_lib
-
-    saving_lib.load_weights_only(model, path, objects_to_skip=skip)
+    # Keras's public loader reads a .keras archive's optimizer state too and
+    # takes no objects_to_skip for it: the optimizer's values are put back.
+    kept = [] if optimizer is None else [(v, keras.ops.convert_to_numpy(v))
+                                         for v in optimizer.variables]
+    model.load_weights(path)
+    for variable, value in kept:
+        variable.assign(value)
 
 
 def _optional_number(name, value):

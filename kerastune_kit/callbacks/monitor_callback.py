@@ -216,7 +216,7 @@ class MonitorCallback(KitCallback):
     def direction(self) -> str:
         """``"min"`` or ``"max"``, resolved at the latest at train begin."""
         if self._direction is None:
-            self._direction = monitor_direction(self.monitor, getattr(self, "_model", None))
+            self._direction = monitor_direction(self.monitor, private.callback_model(self))
         if self._direction is None:
             raise ValueError(
                 f"{type(self).__name__} cannot tell whether monitor={self.monitor!r} "

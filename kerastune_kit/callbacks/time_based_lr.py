@@ -131,8 +131,8 @@ class TimeBasedLR(KitCallback):
     lr = TimeBasedLR(Warmup(CosineDecay(1e-2, decay_steps=900), 100))
     history = model.fit(x, y, epochs=5, callbacks=[lr])
     history.history["learning_rate"]  # the rate at the end of each epoch
-    budget = TimeBasedLR(CosineDecay(1e-2, 1000), unit="second", budget_seconds=60)
-    model.fit(x, y, epochs=10_000, callbacks=[budget])  # ends within 60 s
+    budget = TimeBasedLR(CosineDecay(1e-2, 1000), unit="second", budget_seconds=5)
+    model.fit(x, y, epochs=10_000, callbacks=[budget])  # ends within 5 s
     budget.seconds  # {"compile": ..., "train": ..., "validate": ..., "other": ...}
     # A tuner compiled Adam(hp_lr): cosine from hp_lr down to 0.
     tuned = TimeBasedLR("cosine_decay(1.0, 1000)", relative=True)
