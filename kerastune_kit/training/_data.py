@@ -160,14 +160,20 @@ def validation_source(validation_data, *, batch_size, steps) -> Source:
     return source(validation_data, steps=steps, argument="validation_data")
 
 
-def split_for_validation(x, y, sample_weight, validation_split):
-    """``model.fit``'s ``validation_split``: the last part of the arrays,
-    taken before shuffling. Returns ``((x, y, sample_weight), (x_val, y_val,
-    sample_weight_val))``."""
-    if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
+def check_validation_split(validation_split) -> float:
+    """A number in [0, 1): the fraction of the arrays kept for validation."""
+    if isinstance(validation_split, bool) or not isinstance(
+            validation_split, (int, float)) or not 0 <= validation_split < 1:
         raise ValueError(
             "`validation_split` must be a number in [0, 1), the fraction of the arrays "
             f"kept for validation; got {validation_split!r}.")
+    return float(validation_split)
+
+
+def split_for_validation(x, y, sample_weight, validation_split: float):
+    """``model.fit``'s ``validation_split``: the last part of the arrays,
+    taken before shuffling. Returns ``((x, y, sample_weight), (x_val, y_val,
+    sample_weight_val))``."""
     if _kind(x, "x") != "arrays":
         raise ValueError(
             "`validation_split` is only supported for arrays (as in model.fit); pass "

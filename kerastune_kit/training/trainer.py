@@ -330,11 +330,10 @@ class Trainer:
         shuffle = check_choice("shuffle", shuffle, (True, False, "batch"))
         callbacks = check_callbacks(callbacks)
         _refuse_backup_callbacks(callbacks)
-        if validation_split and validation_data is None:
+        validation_split = _data.check_validation_split(validation_split)
+        if validation_split and validation_data is None:  # as model.fit: data first
             (x, y, sample_weight), validation_data = _data.split_for_validation(
                 x, y, sample_weight, validation_split)
-        elif validation_split:
-            _data.split_for_validation(x, y, sample_weight, validation_split)  # checks only
         train = _data.source(x, y, sample_weight, batch_size=batch_size, steps=steps_per_epoch,
                              shuffle=shuffle, class_weight=class_weight,
                              targets_required=self.model.loss is not None)

@@ -266,10 +266,11 @@ def test_a_second_identical_call_traces_nothing():
 
 
 @pytest.mark.parametrize("fit", [
+    {"validation_split": 0.5},  # ignored next to validation_data, as by model.fit
     {"validation_freq": 2},
     {"validation_freq": [1, 3]},
     {"validation_steps": 1, "validation_batch_size": 5},
-], ids=["every-2", "epochs-1-and-3", "steps-and-batch-size"])
+], ids=["split-and-data", "every-2", "epochs-1-and-3", "steps-and-batch-size"])
 def test_validation_options_match_model_fit(fit):
     x, y = classification(n=32)
     fit = {"batch_size": 8, "epochs": 4, "validation_data": (x[:12], y[:12]),
