@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from kit_testing import CrashAfter, ScriptedLogs, overfit_data, overfit_model
+from kit_testing import CountEpochs, CrashAfter, ScriptedLogs, overfit_data, overfit_model
 
 from kerastune_kit.callbacks import EarlyStopping, MissingMonitorError
 
@@ -430,15 +430,6 @@ def test_bad_arguments():
     for kwargs, match in BAD_ARGUMENTS:
         with pytest.raises(ValueError, match=match):
             EarlyStopping(**kwargs)
-
-
-class CountEpochs(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.begun = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.begun += 1
 
 
 def test_bad_paths_and_directions_fail_before_the_first_epoch(tmp_path):

@@ -4,7 +4,7 @@ closest key; a name that may legitimately appear never is. Real model.fit runs."
 import keras
 import numpy as np
 import pytest
-from kit_testing import ScriptedLogs
+from kit_testing import CountEpochs, ScriptedLogs
 
 from kerastune_kit.callbacks import (
     CurveBasedLR,
@@ -16,17 +16,6 @@ from kerastune_kit.callbacks import (
 
 X = np.linspace(-1, 1, 32, dtype="float32").reshape(16, 2)
 Y = (X[:, 0] > 0).astype("int32")
-
-
-class CountEpochs(keras.callbacks.Callback):
-    """Counts epoch begins; it writes nothing into the epoch logs."""
-
-    def __init__(self):
-        super().__init__()
-        self.begun = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.begun += 1
 
 
 def classifier(metrics=("accuracy",)):

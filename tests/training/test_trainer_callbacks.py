@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from kit_testing import CountEpochs
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
@@ -231,18 +232,10 @@ def test_verbose_prints_the_keras_progress_bar(capsys):
     assert "Epoch 2/2" in out and "loss:" in out
 
 
-class CountEpochs(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.begun = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.begun += 1
-
-
 def test_a_misspelt_monitor_is_told_before_training():
-    """The Trainer tells the kit's monitors what it logs (issue 13): a name it
-    cannot log fails at train begin, with the closest one."""
+    """The kit's monitors know what the Trainer logs (its model is compiled, and
+    its logs are the compiled model's): a name it cannot log fails at train
+    begin, with the closest one."""
     x, y = regression()
     trainer = Trainer(small_model(), keras.optimizers.SGD(0.05), "mse", metrics=["mae"])
     counter = CountEpochs()
