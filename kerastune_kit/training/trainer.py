@@ -451,7 +451,7 @@ class Trainer:
         for what traces again.
         """
         counts = dict(self._retired_traces)
-        for (kind, exact), fn in self._functions.items():
+        for (kind, exact, _), fn in self._functions.items():
             name = f"{kind}/{'exact' if exact else 'guarded'}"
             counts[name] = counts.get(name, 0) + fn.experimental_get_tracing_count()
         return counts
@@ -488,9 +488,12 @@ class Trainer:
         return {"accumulated_gradients": self._accumulation.gradients,
                 "accumulated_micro_steps": self._accumulation.micro_steps}
 
-    def _function(self, kind: str, exact: bool, *args):
+    def _function(self, kind: str, exact: bool, output_spec=None):
         """The cached compiled execution of ``kind``, traced again only when
         the step's graph changed (see the class docstring)."""
+        if self.model.optimizer is not self.optimizer:  # the model was compiled again
+            _setup.check_compiled(self.model, self.strategy)
+            self.optimizer = self.model.optimizer
         # The traced step captured the optimizer's learning-rate graph, the
         # model's penalties and its compiled loss and metrics: a new rate
         # object, anything the kit signals through
@@ -499,24 +502,24 @@ class Trainer:
         # trace; variable writes do not.
         signature = (_optimizer.trace_version(self.model),
                      id(_optimizer.rate_object(self.optimizer)),
-                     id(private.loss_tracker(self.model)), self.model.optimizer is self.optimizer)
+                     id(private.loss_tracker(self.model)))
         if signature != self._signature:
-            if self.model.optimizer is not self.optimizer:  # compiled again
-                _setup.check_compiled(self.model, self.strategy)
-                self.optimizer = self.model.optimizer
-            for name, count in self.trace_counts().items():
-                self._retired_traces[name] = count
+            self._retired_traces = self.trace_counts()
             self._functions, self._builder, self._signature = {}, None, signature
-        key = (kind, exact)
+        # Predictions are gathered into arrays of the outputs' shapes.
+        key = (kind, exact, None if output_spec is None else tuple(
+            (tuple(s.shape[1:]), s.dtype) for s in tf.nest.flatten(output_spec)))
         if key not in self._functions:
             if self._builder is None:
                 self._builder = LoopBuilder(
                     strategy=self.strategy, model=self.model, optimizer=self.optimizer,
                     options=self.options, accumulation=self._accumulation)
-            make = {"train": self._builder.train_execution,
-                    "test": self._builder.test_execution,
-                    "predict": self._builder.predict_execution}[kind]
-            self._functions[key] = make(exact, *args)
+            if kind == "predict":
+                self._functions[key] = self._builder.predict_execution(exact, output_spec)
+            else:
+                make = {"train": self._builder.train_execution,
+                        "test": self._builder.test_execution}[kind]
+                self._functions[key] = make(exact)
         return self._functions[key]
 
     def _callback_list(self, callbacks, verbose, epochs, steps, *, history=False):

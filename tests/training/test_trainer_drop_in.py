@@ -377,3 +377,21 @@ def test_bad_arguments_are_refused_before_training(call, match):
     with pytest.raises(ValueError, match=match):
         call(trainer, x, y)
     assert all(np.array_equal(a, b) for a, b in zip(before, trainer.model.get_weights()))
+
+
+def test_a_model_compiled_again_and_new_output_shapes_are_taken_up():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, 2)), keras.layers.Dense(3)])  # (b, t, 3)
+    trainer = Trainer(model, keras.optimizers.SGD(0.1), "mse")
+    for steps in (5, 7):  # another output shape: predictions of that shape
+        x = np.random.default_rng(steps).normal(size=(6, steps, 2)).astype("float32")
+        np.testing.assert_allclose(trainer.predict(x, batch_size=4, verbose=0),
+                                   model.predict(x, batch_size=4, verbose=0), atol=1e-6)
+    # Compiled again by its user: the next call trains with the new loss and
+    # optimizer (SGD(0): the weights stay; the loss is the mean absolute error).
+    x = np.random.default_rng(0).normal(size=(8, 5, 2)).astype("float32")
+    y = np.zeros((8, 5, 3), "float32")
+    model.compile(keras.optimizers.SGD(0.0), "mae")
+    loss = trainer.fit(x, y, batch_size=8, verbose=0).history["loss"][0]
+    assert trainer.optimizer is model.optimizer
+    assert loss == pytest.approx(float(np.abs(model.predict(x, verbose=0)).mean()), rel=1e-5)
