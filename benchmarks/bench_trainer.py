@@ -11,7 +11,8 @@ text model) at ``steps_per_execution`` 1 and 32, prints JSON with:
 * ``steady``: steps/s of a warmed contender over a call of several epochs.
 
 Every cell is measured round-robin (Trainer, model.fit, Trainer, ...), each
-repeat a new pair, and each ratio (model.fit time / Trainer time: above 1
+repeat a new pair, from a clean Keras session and with Python's garbage
+collected before each timed call, and each ratio (model.fit time / Trainer time: above 1
 means the Trainer is faster) is the median of the per-repeat ratios, so
 background load hits both sides of a ratio alike. Medians of the raw times
 are given too. The issue's target: >= 1.0x in every cell (bar 0.95).
@@ -27,6 +28,7 @@ Usage: python benchmarks/bench_trainer.py [--repeats 5] [--models mlp cnn lstm]
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -95,6 +97,7 @@ class Contender:
             self.fit = model.fit
 
     def timed(self, x, y, **kwargs) -> float:
+        gc.collect()  # the garbage of earlier runs is not collected inside a timed one
         start = time.perf_counter()
         self.fit(x, y, batch_size=self.batch, verbose=0, **kwargs)
         return time.perf_counter() - start
@@ -184,6 +187,7 @@ def main():
               "first_call": {}, "steady": {}}
     for name in args.models:
         for spe in args.spe:
+            keras.backend.clear_session()  # each cell starts from a clean session
             cell = f"{name}_spe{spe}"
             result["first_call"][cell] = summary(first_call(name, spe, args.repeats), STEPS)
             result["steady"][cell] = summary(steady(name, spe, args.repeats),

@@ -349,14 +349,22 @@ class Trainer:
         if backup_dir is not None:
             backup = Backup(backup_dir, self.model, self.optimizer, extra=self._accumulated())
         with self.strategy.scope():
-            train_feed = _data.Feed(self.strategy, train, steps_per_epoch)
-            val_feed = None if val is None else _data.Feed(self.strategy, val, validation_steps,
-                                                           from_start=True)
+            epochs_left = range(initial_epoch, epochs)
+            train_feed = _data.Feed(self.strategy, train, steps_per_epoch,
+                                    passes=len(epochs_left))
+            val_feed = None if val is None else _data.Feed(
+                self.strategy, val, validation_steps, from_start=True,
+                passes=sum(_should_validate(e, validation_freq) for e in epochs_left))
             callback_list = self._callback_list(callbacks, verbose, epochs, train_feed.steps,
                                                  history=True)
-            self._fit_loop(train_feed, val_feed, callback_list, epochs=epochs,
-                           initial_epoch=initial_epoch,
-                           validation_freq=validation_freq, backup=backup)
+            try:
+                self._fit_loop(train_feed, val_feed, callback_list, epochs=epochs,
+                               initial_epoch=initial_epoch,
+                               validation_freq=validation_freq, backup=backup)
+            finally:
+                for feed in (train_feed, val_feed):
+                    if feed is not None:
+                        feed.release()
         return self.model.history
 
     def evaluate(self, x=None, y=None, batch_size: int | None = None, verbose="auto",
@@ -385,9 +393,12 @@ class Trainer:
                             targets_required=self.model.loss is not None)
         self._prepare(data)
         with self.strategy.scope():
-            feed = _data.Feed(self.strategy, data, steps, from_start=True)
+            feed = _data.Feed(self.strategy, data, steps, from_start=True, passes=1)
             callback_list = self._callback_list(callbacks, verbose, 1, feed.steps)
-            logs = self._run_test(feed, callback_list)
+            try:
+                logs = self._run_test(feed, callback_list)
+            finally:
+                feed.release()
         if return_dict:
             return logs
         values = list(logs.values())
@@ -421,7 +432,7 @@ class Trainer:
                 lambda s: keras.KerasTensor(s.shape, s.dtype.name), x_spec))
         _setup.check_in_scope(self.strategy, self.model.variables, "model")
         with self.strategy.scope():
-            feed = _data.Feed(self.strategy, data, steps)
+            feed = _data.Feed(self.strategy, data, steps, passes=1)
             callback_list = self._callback_list(callbacks, verbose, 1, feed.steps)
             fn = self._function("predict", feed.exact, output_spec)
             callback_list.on_predict_begin()
@@ -435,6 +446,8 @@ class Trainer:
                 callback_list.on_predict_batch_end(
                     done - 1, {"outputs": tf.nest.pack_sequence_as(output_spec, outputs)})
             feed.end_epoch(done)
+            del iterator
+            feed.release()
             callback_list.on_predict_end()
         if not batches:
             raise ValueError("Trainer.predict: `x` had no data to predict on.")
