@@ -15,12 +15,12 @@ the kit it is the kit's schedule, not a variable with ``.value``), and no
 ``requires_trainable_backend`` marker.
 """
 
-import numpy as np
 import pytest
 from keras import layers, optimizers  # kit: the public modules, not keras.src
 from keras.models import Sequential
 from keras.optimizers.schedules import LearningRateSchedule
 from keras.utils import to_categorical  # kit: numerical_utils.to_categorical's public name
+from keras_test_utils import get_test_data  # kit: shared by the ported files
 
 from kerastune_kit.callbacks import TimeBasedLR
 
@@ -40,17 +40,6 @@ def LearningRateScheduler(schedule, verbose=0):  # noqa: N802 - stands for Keras
     if callable(schedule) and not isinstance(schedule, LearningRateSchedule):
         schedule = EpochFunction(schedule)
     return TimeBasedLR(schedule, unit="epoch", verbose=verbose)
-
-
-def get_test_data(train_samples, test_samples, input_shape, num_classes):
-    # kit: keras.src.testing.test_utils.get_test_data, seeded (Keras seeds
-    # NumPy with None): class templates plus unit Gaussian noise.
-    rng = np.random.default_rng(0)
-    total = train_samples + test_samples
-    y = np.arange(total) % num_classes
-    templates = 2 * num_classes * rng.random((num_classes, *input_shape))
-    x = (templates[y] + rng.normal(size=(total, *input_shape))).astype("float32")
-    return (x[:train_samples], y[:train_samples]), (x[train_samples:], y[train_samples:])
 
 
 class Setup:
