@@ -415,16 +415,14 @@ def _evaluator(model, trainer, validation_data, batch_size):
     compiled test function (``test_on_batch``, exact for every metric);
     larger ones, and datasets, go through ``evaluate``.
     """
-    if trainer is not None:
-        if _is_dataset(validation_data):
-            return lambda: trainer.evaluate(validation_data, verbose=0)
-        parts = tuple(validation_data) + (None,) * (3 - len(tuple(validation_data)))
-        return lambda: trainer.evaluate(parts[0], parts[1], batch_size=batch_size,
-                                        sample_weight=parts[2], verbose=0)
     if _is_dataset(validation_data):
+        if trainer is not None:
+            return lambda: trainer.evaluate(validation_data, verbose=0)
         return lambda: model.evaluate(validation_data, verbose=0, return_dict=True)
-    parts = tuple(validation_data) + (None,) * (3 - len(tuple(validation_data)))
-    xv, yv, wv = parts[:3]
+    xv, yv, wv = (tuple(validation_data) + (None,) * 3)[:3]
+    if trainer is not None:
+        return lambda: trainer.evaluate(xv, yv, batch_size=batch_size, sample_weight=wv,
+                                        verbose=0)
     if len(keras.tree.flatten(xv)[0]) > max(512, 4 * batch_size):
         return lambda: model.evaluate(xv, yv, sample_weight=wv, batch_size=batch_size,
                                       verbose=0, return_dict=True)
