@@ -196,7 +196,7 @@ def _jsonable(value):
 # still importable from here, loaded on first use (an import at the top
 # would be circular: monitor_callback builds on KitCallback).
 _MOVED = ("MissingMonitorError", "MonitorCallback", "check_monitor_logged", "closest_key",
-          "declare_logged_names", "log_scalar", "logged_keys", "missing_monitor_message",
+          "log_scalar", "logged_keys", "missing_monitor_message",
           "monitor_direction")
 
 

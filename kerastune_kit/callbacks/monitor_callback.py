@@ -99,26 +99,12 @@ def _flat_metrics(model):
         yield metric
 
 
-_LOGGED_NAMES_ATTR = "_kerastune_kit_logged_names"
-
-
-def declare_logged_names(callback_list, names) -> None:
-    """Tells the kit's monitors which names a training loop logs.
-
-    For loops other than ``model.fit`` (the kit's ``Trainer``): call it on
-    the ``keras.callbacks.CallbackList`` before ``on_train_begin`` with the
-    names of the epoch logs (``"loss"`` and the metrics; validation adds
-    their ``val_`` forms). A monitor can then report a misspelt name before
-    the first epoch.
-    """
-    setattr(callback_list, _LOGGED_NAMES_ATTR, [str(n) for n in names])
-
-
 def logged_keys(callback) -> set[str] | None:
     """Every key the epoch logs of the running fit can hold, as seen from
     ``callback``'s ``on_train_begin``; None when that cannot be known.
 
-    The names the model (or the loop) logs, their ``val_`` forms (a callback
+    The names the compiled model logs (``model.fit``'s and the kit's
+    ``Trainer``'s logs alike), their ``val_`` forms (a callback
     is not told whether there is validation data, so both count), and what
     the other callbacks of the same ``CallbackList`` may add: nothing for
     callbacks that keep ``Callback.on_epoch_end``, ``learning_rate`` for
@@ -128,9 +114,7 @@ def logged_keys(callback) -> set[str] | None:
     callbacks = private.running_callback_list(callback)
     if callbacks is None:
         return None
-    names = getattr(callbacks, _LOGGED_NAMES_ATTR, None)
-    if names is None:
-        names = private.logged_metric_names(callback.model)
+    names = private.logged_metric_names(callback.model)
     if names is None:
         return None
     keys = set(names) | {f"val_{name}" for name in names}

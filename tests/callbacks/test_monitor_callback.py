@@ -148,7 +148,7 @@ def test_the_names_moved_to_monitor_callback_still_import_from_base():
     from kerastune_kit.callbacks import _base, monitor_callback
 
     for name in ("MonitorCallback", "MissingMonitorError", "log_scalar", "monitor_direction",
-                 "declare_logged_names", "check_monitor_logged"):
+                 "check_monitor_logged"):
         assert getattr(_base, name) is getattr(monitor_callback, name)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         _base.nothing  # noqa: B018
