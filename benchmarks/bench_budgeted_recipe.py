@@ -22,6 +22,8 @@ Also printed: compute-to-target, the seconds fit_budgeted needed to first
 reach the careful recipe's final validation accuracy (None when it never
 did), from its per-epoch validation curve.
 
+Each run is a fresh Python process.
+
 Run: ``python benchmarks/bench_budgeted_recipe.py [--budgets 10 30 90] [--seeds 3]``
 (the full default grid takes about an hour on 2 cores).
 """
@@ -33,6 +35,8 @@ import gc
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -144,7 +148,7 @@ class ValCurve(keras.callbacks.Callback):
         self.start, self.points = start, []
 
     def on_epoch_end(self, epoch, logs=None):
-        if "val_accuracy" in logs:  # fit_budgeted validates only some epochs
+        if "val_accuracy" in logs:
             self.points.append((time.monotonic() - self.start, float(logs["val_accuracy"])))
 
 
@@ -203,11 +207,23 @@ def run(recipe, name, seed, budget):
         row["stop_reason"] = result.stop_reason
         row["split"] = result.seconds
         row["best_epoch"], row["best_value"] = result.best_epoch, result.best_value
-        row["finite_weights"] = all(np.isfinite(w).all() for w in model.get_weights())
+        row["finite_weights"] = bool(all(np.isfinite(w).all() for w in model.get_weights()))
     return row
 
 
+def run_fresh(recipe, name, seed, budget):
+    """One run in a fresh Python process: a long TensorFlow process accumulates
+    state that can decide a comparison."""
+    out = subprocess.run([sys.executable, __file__, "--one", recipe, name, str(seed),
+                          str(budget)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
+    if len(sys.argv) == 6 and sys.argv[1] == "--one":
+        recipe, name, seed, budget = sys.argv[2:]
+        print(json.dumps(run(recipe, name, int(seed), float(budget))))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[10, 30, 90])
     parser.add_argument("--seeds", type=int, default=3)
@@ -221,7 +237,7 @@ def main():
             rows = {recipe: [] for recipe in args.recipes}
             for seed in range(args.seeds):
                 for recipe in args.recipes:  # interleaved, same machine noise
-                    rows[recipe].append(run(recipe, name, seed, budget))
+                    rows[recipe].append(run_fresh(recipe, name, seed, budget))
             entry = {"data": name, "budget_seconds": budget}
             for recipe, runs in rows.items():
                 entry[recipe] = {

@@ -25,6 +25,7 @@ _NAMES = {
     "DivergenceGuard": "kerastune_kit.callbacks",
     "EarlyStopping": "kerastune_kit.callbacks",
     "BackupAndRestore": "kerastune_kit.callbacks",
+    "Budget": "kerastune_kit.callbacks",
     "TensorBoardCurves": "kerastune_kit.callbacks",
 }
 

@@ -60,6 +60,31 @@ def renew_variable_list(optimizer) -> None:
     config["variables"] = (is_attr_type, optimizer._variables)
 
 
+def variable_index(optimizer, variable) -> int | None:
+    """Where ``variable`` is in ``optimizer._variables`` (checked: {checked}),
+    or None."""
+    return next((i for i, v in enumerate(optimizer._variables) if v is variable), None)
+
+
+def put_back_rate_object(optimizer, rate, index: int | None) -> None:
+    """Makes ``rate`` (what :func:`rate_object` returned earlier) the
+    optimizer's rate again, as it was stored: ``optimizer._learning_rate``
+    (checked: {checked}) set without Keras's tracking, and a rate variable
+    tracked again at ``index`` of ``optimizer._variables`` (Keras untracked
+    it when a callable replaced it), so the optimizer's variables, and the
+    files it saves, are those of the optimizer the user compiled."""
+    from keras.src.utils.tracking import DotNotTrackScope
+
+    with DotNotTrackScope():
+        optimizer._learning_rate = rate
+    if index is not None and all(v is not rate for v in optimizer._variables):
+        variables = list(optimizer._variables)
+        variables.insert(min(index, len(variables)), rate)
+        with DotNotTrackScope():
+            optimizer._variables = variables
+        renew_variable_list(optimizer)
+
+
 def step_counter(optimizer):
     """The optimizer's step-counter variable, as Keras hands it to a schedule.
 

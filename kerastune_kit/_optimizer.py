@@ -115,6 +115,37 @@ def controlled_schedule(model) -> ControlledSchedule:
     return controlled
 
 
+@contextlib.contextmanager
+def borrowed_learning_rate(model):
+    """Gives the optimizer's rate back as it was when the block ends.
+
+    Inside, the kit may install and drive a ControlledSchedule; afterwards
+    the optimizer holds the rate object it held before (a float's variable,
+    tracked again where it was, or the user's schedule), or, when a
+    ControlledSchedule was there already, that one with its schedule, unit
+    and controls as they were. The compiled step is rebuilt at the next fit.
+    """
+    optimizer = base_optimizer(model.optimizer)
+    before = private.rate_object(optimizer)
+    index = private.variable_index(optimizer, before)
+    kept = None
+    if isinstance(before, RateHandle):
+        controlled = before.schedule
+        kept = (controlled.schedule, controlled.unit, controlled.controls())
+    try:
+        yield
+    finally:
+        if kept is not None:
+            controlled.schedule, controlled.unit = kept[0], kept[1]
+            controlled.set_controls(**kept[2])
+        elif private.rate_object(optimizer) is not before:
+            carried = optimizer.__dict__.pop(_CARRIED, [])
+            if carried:
+                private.remove_optimizer_variables(optimizer, carried)
+            private.put_back_rate_object(optimizer, before, index)
+        invalidate_traces(model)
+
+
 def has_controlled_schedule(model) -> bool:
     """Whether the model's optimizer already runs a ControlledSchedule."""
     optimizer = getattr(model, "optimizer", None)

@@ -298,7 +298,9 @@ TARGETS = {
     # Callbacks.
     "TimeBasedLR": Target(callbacks.TimeBasedLR, lambda t: {"schedule": "constant(0.1)"},
                           callables={"clock"}),
-    "CurveBasedLR": Target(callbacks.CurveBasedLR),
+    "CurveBasedLR": Target(callbacks.CurveBasedLR, allowed={"rollback_to": {"None"}}),
+    "Budget": Target(callbacks.Budget, lambda t: {"seconds": 10.0},
+                     allowed={"seconds": {"None"}}, callables={"clock"}),
     "DivergenceGuard": Target(callbacks.DivergenceGuard),
     "EarlyStopping": Target(callbacks.EarlyStopping),
     "BackupAndRestore": Target(callbacks.BackupAndRestore,

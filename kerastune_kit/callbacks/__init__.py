@@ -6,6 +6,7 @@ backend.
 
 from kerastune_kit.callbacks._base import KitCallback, kit_callbacks
 from kerastune_kit.callbacks.backup_and_restore import BackupAndRestore
+from kerastune_kit.callbacks.budget import Budget
 from kerastune_kit.callbacks.curve_based_lr import CurveBasedLR
 from kerastune_kit.callbacks.divergence_guard import DivergenceGuard
 from kerastune_kit.callbacks.early_stopping import EarlyStopping
@@ -15,6 +16,7 @@ from kerastune_kit.callbacks.time_based_lr import TimeBasedLR
 
 __all__ = [
     "BackupAndRestore",
+    "Budget",
     "CurveBasedLR",
     "DivergenceGuard",
     "EarlyStopping",

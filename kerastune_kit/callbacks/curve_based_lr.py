@@ -133,6 +133,11 @@ class CurveBasedLR(MonitorCallback):
             train begin when every key the fit can log is known, else at the
             epoch end); ``"warn"``: warn once and skip such epochs.
         verbose: 1 prints each cut. Defaults to 0.
+        rollback_to: an :class:`EarlyStopping` with
+            ``restore_best_weights=True`` (placed before this callback): at
+            each cut the model goes back to its best epoch's weights, so the
+            lower rate refines the best state rather than the last one.
+            Defaults to None (no rollback).
 
     Example:
 
@@ -155,7 +160,7 @@ class CurveBasedLR(MonitorCallback):
                  factor: float = 0.5, patience: int = 3, min_delta: float = 1e-4,
                  min_delta_mode: str = "rel", cooldown: int = 0, min_lr: float = 0.0,
                  window: int = 5, smoothing: float = 0.0, on_missing: str = "raise",
-                 verbose: int = 0):
+                 verbose: int = 0, rollback_to=None):
         super().__init__(monitor=monitor, mode=mode, min_delta=min_delta,
                          min_delta_mode=min_delta_mode, on_missing=on_missing)
         self.rule = check_choice("rule", rule, _RULES)
@@ -168,6 +173,11 @@ class CurveBasedLR(MonitorCallback):
         self.smoothing = float(check_number("smoothing", smoothing, low=0.0, high=1.0,
                                             high_open=True))
         self.verbose = check_verbose(verbose)
+        if rollback_to is not None and not getattr(rollback_to, "restore_best_weights", False):
+            raise ValueError(
+                f"`rollback_to` must be an EarlyStopping with restore_best_weights=True, "
+                f"got {rollback_to!r}.")
+        self.rollback_to = rollback_to
         self._reset()
 
     def _reset(self) -> None:
@@ -260,6 +270,8 @@ class CurveBasedLR(MonitorCallback):
         old_lr, new_lr = _lr_control.scale_learning_rate(self.model, self.factor, self.min_lr)
         if new_lr >= old_lr * (1.0 - _AT_FLOOR):
             return
+        if self.rollback_to is not None and self.rollback_to.restore_best() is not None:
+            fields["rolled_back_to"] = self.rollback_to.best_epoch
         self.record_event("lr_cut", epoch, reason, old_lr=old_lr, new_lr=new_lr,
                           rule=self.rule, value=value, **fields)
         if self.verbose:

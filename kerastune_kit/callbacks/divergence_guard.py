@@ -91,6 +91,10 @@ class DivergenceGuard(MonitorCallback):
     model.fit(x, y, epochs=20, callbacks=[guard])
     [(e["kind"], e["epoch"], e["reason"]) for e in guard.events]
     ```
+
+    Attributes:
+        stop_reason: once it stopped training, ``"nonfinite"`` (a NaN or
+            infinite loss or weights) or ``"divergence"`` (spikes); else None.
     """
 
     _state_attributes = ("best", "retries", "events")
@@ -120,6 +124,7 @@ class DivergenceGuard(MonitorCallback):
         self.best: float | None = None
         self.retries = 0
         self.stopped = False
+        self.stop_reason: str | None = None
         self._first_loss: float | None = None
         self._snapshot: Snapshot | None = None
         self._reset_pending = False
@@ -131,6 +136,7 @@ class DivergenceGuard(MonitorCallback):
         super().on_train_begin(logs)
         _lr_control.controlled_schedule(self.model)
         self.stopped = False
+        self.stop_reason = None
         self._reset_pending = False
         self._first_loss = None
         self._snapshot = Snapshot(self.model)
@@ -227,6 +233,7 @@ class DivergenceGuard(MonitorCallback):
         self._snapshot.restore()
         if self.retries >= self.max_retries:
             self.stopped = True
+            self.stop_reason = "nonfinite" if reason.startswith("non-finite") else "divergence"
             self.model.stop_training = True
             self.record_event("stop", epoch, reason, batch=batch, value=value,
                               best=self.best, retries=self.retries)

@@ -6,6 +6,7 @@ import time
 import warnings
 from collections.abc import Callable
 
+from kerastune_kit import _keras_private as private
 from kerastune_kit import _optimizer
 from kerastune_kit._validation import (
     check_bool,
@@ -16,7 +17,7 @@ from kerastune_kit._validation import (
 )
 from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks._base import KitCallback
-from kerastune_kit.callbacks._budget import BudgetTimer
+from kerastune_kit.callbacks.budget import Budget
 from kerastune_kit.schedules import Constant, Scaled, schedule_length
 from kerastune_kit.schedules._base import as_schedule
 
@@ -110,7 +111,9 @@ class TimeBasedLR(KitCallback):
         schedule: a ``LearningRateSchedule`` (the kit's or Keras's), a number,
             or a spec for :func:`kerastune_kit.schedules.get`.
         unit: ``"step"`` (default), ``"epoch"`` or ``"second"``.
-        budget_seconds: the wall-clock budget, ``> 0``; required for
+        budget_seconds: the wall-clock budget, ``> 0``, or a
+            :class:`~kerastune_kit.callbacks.Budget` shared with other parts
+            of a run (its clock and what it measured count); required for
             ``unit="second"``, optional otherwise (then it only stops
             training when ``stop_at_budget``). Defaults to None.
         stop_at_budget: stop training when the budget is spent. Defaults to
@@ -139,6 +142,7 @@ class TimeBasedLR(KitCallback):
     ```
 
     Attributes:
+        stop_reason: ``"budget"`` once the budget stopped training, else None.
         peak: with ``relative=True``, the optimizer's rate the schedule is
             multiplied by (set at train begin); else None.
     """
@@ -153,6 +157,12 @@ class TimeBasedLR(KitCallback):
         super().__init__()
         self.schedule = as_schedule(schedule)
         self.unit = check_choice("unit", unit, ("step", "epoch", "second"))
+        # A Budget object is shared: its clock runs from its own start, and
+        # what it measured before this fit (a pace, seconds spent) counts.
+        self.budget = budget_seconds if isinstance(budget_seconds, Budget) else None
+        if self.budget is not None:
+            budget_seconds = self.budget.seconds
+            clock = clock or self.budget.clock
         self.budget_seconds = None if budget_seconds is None else float(
             check_positive("budget_seconds", budget_seconds))
         self.stop_at_budget = check_bool("stop_at_budget", stop_at_budget)
@@ -176,9 +186,10 @@ class TimeBasedLR(KitCallback):
         self.elapsed_seconds = 0.0
         self.position = 0.0
         self.budget_exhausted = False
+        self.stop_reason: str | None = None
         self._pending_factor: float | None = None
         self._controlled = None
-        self._timer = BudgetTimer(self.budget_seconds, self.clock)
+        self._timer = self.budget or Budget(self.budget_seconds, self.clock)
         self._epoch = 0
 
     @property
@@ -232,28 +243,38 @@ class TimeBasedLR(KitCallback):
     def set_state(self, state):
         super().set_state(state)
         if self._timer.started_at is not None:  # restored after on_train_begin
-            self._timer.start(float(self.elapsed_seconds), self._timer.steps_per_epoch)
+            self._timer.start(float(self.elapsed_seconds))
             if self.unit == "second":
                 _lr_control.write_controls(self.model, position=self.position, rate=0.0,
                                            anchor_step=_optimizer.step_count(self.model))
 
     # Hooks ----------------------------------------------------------------
 
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        controlled = _lr_control.controlled_schedule(self.model)
+    def install(self, model) -> None:
+        """Puts the schedule on ``model``'s optimizer now (``on_train_begin``
+        does it otherwise), so that a fit before this callback's compiles the
+        very step this callback's fit runs."""
+        if private.callback_model(self) is not model:
+            self.set_model(model)
+        controlled = _lr_control.controlled_schedule(model)
         schedule = self._relative_to(controlled.schedule) if self.relative else self.schedule
         if controlled.schedule is not schedule or controlled.unit != self.unit:
             controlled.schedule = schedule
             controlled.unit = self.unit
-            _optimizer.invalidate_traces(self.model)
+            _optimizer.invalidate_traces(model)
         self._controlled = controlled
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.install(self.model)
         if self._pending_factor is not None:
             _lr_control.write_controls(self.model, factor=self._pending_factor)
             self._pending_factor = None
         self._warned_end = False
-        self._timer = BudgetTimer(self.budget_seconds, self.clock)
-        self._timer.start(self.elapsed_seconds, (self.params or {}).get("steps"))
+        if self.budget is None:
+            self._timer = Budget(self.budget_seconds, self.clock)
+            self._timer.start(self.elapsed_seconds)
+        self._timer.fit_begin((self.params or {}).get("steps"))
         self._remapped_at = -float("inf")
         if self.unit == "second":
             # Until a pace is measured the position stays where it is.
@@ -296,15 +317,16 @@ class TimeBasedLR(KitCallback):
         self.elapsed_seconds = self._timer.elapsed()
         if self.unit != "step":
             self.position = self._current_position()
-        self._timer.started_at = None
-        self._timer.elapsed_before = self.elapsed_seconds
+        if self.budget is None:  # a shared budget's clock is its owner's
+            self._timer.stop()
 
     # Internals --------------------------------------------------------------
 
     def _reset(self) -> None:
-        self.elapsed_seconds = 0.0
+        self.elapsed_seconds = 0.0 if self.budget is None else self.budget.elapsed()
         self.position = 0.0
         self.budget_exhausted = False
+        self.stop_reason = None
 
     def _relative_to(self, current):
         """The schedule scaled by the optimizer's own rate (``current``: the
@@ -371,6 +393,7 @@ class TimeBasedLR(KitCallback):
             return
         if self._timer.spent():
             self.budget_exhausted = True
+            self.stop_reason = "budget"
             self.elapsed_seconds = self._timer.elapsed()
             self.model.stop_training = True
             if self.unit == "second":  # the schedule ends with the budget

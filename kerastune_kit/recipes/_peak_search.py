@@ -20,7 +20,7 @@ import numpy as np
 
 from kerastune_kit._snapshot import Snapshot
 from kerastune_kit.callbacks import _lr_control
-from kerastune_kit.callbacks._budget import BudgetTimer
+from kerastune_kit.callbacks.budget import Budget
 from kerastune_kit.tuning import LRFinderResult
 
 
@@ -36,19 +36,21 @@ class PeakSearch(keras.callbacks.Callback):
 
     Args:
         low, high: the range of rates.
+        budget: the run's :class:`~kerastune_kit.callbacks.Budget`; the
+            search measures its pace into it.
         seconds: the time the ramp may take.
         peak_position: the schedule position held during the search (where
             the schedule is 1, so the rate is the factor).
-        clock: seconds.
     """
 
-    def __init__(self, low: float, high: float, seconds: float, peak_position: float, clock,
-                 max_steps: int = 100, min_steps: int = 20, divergence: float = 4.0):
+    def __init__(self, low: float, high: float, budget: Budget, seconds: float,
+                 peak_position: float, max_steps: int = 100, min_steps: int = 20,
+                 divergence: float = 4.0):
         super().__init__()
         self.low, self.high, self.seconds = low, high, seconds
         self.peak_position = peak_position
         self.max_steps, self.min_steps, self.divergence = max_steps, min_steps, divergence
-        self.timer = BudgetTimer(None, clock)
+        self.timer = budget
         self.steps: int | None = None
         self.lrs: list[float] = []
         self.losses: list[float] = []
@@ -64,7 +66,8 @@ class PeakSearch(keras.callbacks.Callback):
         self._previous_mean = 0.0
         self._best = math.inf
         self._average = 0.0
-        self.timer.start()
+        self.timer.fit_begin()
+        self._split_before = self.timer.split()
         _lr_control.write_controls(self.model, position=self.peak_position, rate=0.0,
                                    factor=self.low)
 
@@ -91,7 +94,7 @@ class PeakSearch(keras.callbacks.Callback):
         loss = k * mean - (k - 1) * self._previous_mean
         self._previous_mean = mean
         if index == 1:
-            affordable = int(self.seconds / max(self.timer.seconds_per_step * steps, 1e-9))
+            affordable = int(self.seconds / max(self.timer.pace * steps, 1e-9))
             self.steps = min(self.max_steps, affordable)
             if self.steps < self.min_steps:
                 self.skipped_reason = (
@@ -109,6 +112,8 @@ class PeakSearch(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self.timer.epoch_end()
         self.restore()
+        after = self.timer.split()
+        self.split = {k: after[k] - self._split_before[k] for k in after}
 
     # The search -----------------------------------------------------------------
 
@@ -147,12 +152,3 @@ class PeakSearch(keras.callbacks.Callback):
                               method="valley",
                               stopped_early=len(self.losses) < (self.steps or 0))
 
-    @property
-    def search_seconds(self) -> float:
-        """Seconds the search's steps took (its first, compiling execution aside)."""
-        split = self.timer.split()
-        return split["train"]
-
-    @property
-    def compile_seconds(self) -> float:
-        return self.timer.split()["compile"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kerastune_kit.callbacks.stop_reason import STOP_REASONS
+
 
 @dataclass(frozen=True)
 class BudgetedResult:
@@ -12,24 +14,26 @@ class BudgetedResult:
 
     Attributes:
         history: the ``keras.callbacks.History`` of the training run (the
-            LR search is not in it).
+            LR search is not in it). Every epoch is validated, so
+            ``history.history[monitor][best_epoch]`` is ``best_value``.
         best_epoch: the 0-based epoch whose weights the model holds, or None
             if no epoch had a finite monitored value.
-        best_value: the monitored value at ``best_epoch``.
+        best_value: the monitored value at ``best_epoch``, as logged.
         monitor: what chose the best epoch, e.g. ``"val_accuracy"``.
-        stop_reason: ``"budget"`` (the time was spent), ``"patience"`` (the
-            validation curve had clearly turned), ``"divergence"`` (the
-            divergence guard ran out of retries) or ``"epochs"``.
+        stop_reason: a key of
+            :data:`~kerastune_kit.callbacks.stop_reason.STOP_REASONS`:
+            ``"budget"``, ``"patience"`` (the validation curve had turned),
+            ``"divergence"`` or ``"nonfinite"``.
         learning_rate: the peak rate and how it was chosen: ``"peak"``,
-            ``"source"`` (``"optimizer"``: the optimizer's own rate, with
-            ``"reason"``; ``"search"``: the range test's suggestion) and,
-            when a search ran, ``"low"``, ``"high"`` (its range),
-            ``"steps"`` (its points) and ``"suggested"``.
+            ``"source"`` (``"optimizer"`` or ``"search"``), ``"reason"``
+            and, when a search ran, ``"low"``, ``"high"``, ``"steps"`` and
+            ``"suggested"``.
         seconds: where the wall-clock time went: ``lr_search``, ``compile``,
             ``train``, ``validate``, ``other`` and ``total``.
-        events: every decision the recipe's callbacks took, oldest first
-            (the kit's event dicts: new bests, rate cuts when the validation
-            curve turned, rollbacks, the stop).
+        events: every decision of the recipe's callbacks, oldest first, with
+            values as logged.
+        budget_seconds: the budget.
+        steps_per_epoch: the optimizer steps between two validations.
     """
 
     history: Any
@@ -40,3 +44,28 @@ class BudgetedResult:
     learning_rate: dict
     seconds: dict
     events: list = field(default_factory=list)
+    budget_seconds: float | None = None
+    steps_per_epoch: int | None = None
+
+    def summary(self) -> str:
+        """What the recipe decided, in a few lines."""
+        s = self.seconds
+        parts = ", ".join(f"{k} {s[k]:.1f}" for k in
+                          ("lr_search", "compile", "train", "validate", "other") if k in s)
+        rate = self.learning_rate
+        why = rate.get("reason") or f"the LR search suggested {rate.get('suggested', 0):.3g}"
+        epochs = len(self.history.history.get("loss", [])) if self.history else 0
+        cuts = [e["epoch"] + 1 for e in self.events if e.get("kind") == "lr_cut"]
+        if self.best_epoch is None:
+            best = f"no epoch had a finite {self.monitor}"
+        else:
+            best = f"best epoch {self.best_epoch + 1}: {self.monitor}={self.best_value:.4g}"
+        return "\n".join([
+            f"fit_budgeted: {s.get('total', 0):.1f} s of a {self.budget_seconds:g} s budget "
+            f"({parts})",
+            f"  peak learning rate {rate['peak']:.3g} from the {rate['source']} ({why})",
+            f"  {epochs} epochs of {self.steps_per_epoch} steps, each validated; "
+            f"{len(cuts)} rate cuts" + (f" (epochs {', '.join(map(str, cuts))})" if cuts else ""),
+            f"  {best}; stopped: {self.stop_reason} "
+            f"({STOP_REASONS.get(self.stop_reason, '')})",
+        ])

@@ -15,6 +15,7 @@ from kerastune_kit import _optimizer
 from kerastune_kit._distribute import is_chief
 from kerastune_kit._snapshot import on_restore
 from kerastune_kit._validation import check_callbacks, check_choice, check_int, show
+from kerastune_kit.callbacks.stop_reason import stop_reason
 from kerastune_kit.training import _data, _setup
 from kerastune_kit.training._backup import Backup
 from kerastune_kit.training._loop import Accumulation, LoopBuilder
@@ -147,7 +148,9 @@ class Trainer:
     Attributes:
         strategy, model, optimizer, options (the checked
         ``TrainerOptions``), metrics (``model.metrics``: the loss tracker
-        and the compiled metrics, built at the first call).
+        and the compiled metrics, built at the first call), stop_reason
+        (why the last ``fit`` ended, a key of
+        :data:`kerastune_kit.callbacks.stop_reason.STOP_REASONS`).
 
     Example:
 
@@ -183,6 +186,7 @@ class Trainer:
             steps_per_execution=steps_per_execution, jit_compile=jit_compile,
             clipnorm=clipnorm, gradient_accumulation_steps=gradient_accumulation_steps,
             mixed_precision=mixed_precision)
+        self.stop_reason: str | None = None
         self.strategy = _setup.pick_strategy(strategy, model)
         self.model, policy = _setup.build_model(model, self.strategy, mixed_precision)
         if policy != self.options.mixed_precision:
@@ -592,6 +596,7 @@ class Trainer:
             if backup is not None:
                 backup.close()
         callbacks.on_train_end(logs)
+        self.stop_reason = stop_reason(callbacks.callbacks, bool(self.model.stop_training))
 
     def _run_epoch(self, train_fn, iterator, steps, callbacks, epoch, epochs, global_step):
         done, logs = 0, {}

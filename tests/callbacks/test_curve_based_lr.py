@@ -417,3 +417,29 @@ def test_plateau_cooldown_in_real_fit_matches_keras():
 def test_bad_arguments(kwargs, arg):
     with pytest.raises(ValueError, match=f"`{arg}`"):
         CurveBasedLR(**kwargs)
+
+
+def test_rollback_to_puts_the_best_epochs_weights_back_at_a_cut():
+    from kerastune_kit.callbacks import EarlyStopping
+
+    model = lr_probe_model(lr=1.0)
+    best = EarlyStopping(monitor="val_loss", restore_best_weights=True, patience=100)
+    cut = CurveBasedLR(patience=2, min_delta=0.0, rollback_to=best)
+    for cb in (best, cut):
+        cb.set_model(model)
+        cb.on_train_begin()
+    for epoch, value in enumerate([3.0, 1.0, 2.0, 2.5]):
+        model.set_weights([np.full_like(w, epoch) for w in model.get_weights()])
+        logs = {"val_loss": value}
+        best.on_epoch_end(epoch, logs)
+        cut.on_epoch_end(epoch, logs)
+    assert cut_epochs(cut) == [3]
+    assert cut.events[0]["rolled_back_to"] == 1
+    assert all(np.all(w == 1.0) for w in model.get_weights())  # epoch 1's weights
+
+
+def test_rollback_to_needs_an_early_stopping_that_keeps_weights():
+    from kerastune_kit.callbacks import EarlyStopping
+
+    with pytest.raises(ValueError, match="rollback_to"):
+        CurveBasedLR(rollback_to=EarlyStopping(restore_best_weights=False))

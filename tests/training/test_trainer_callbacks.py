@@ -247,3 +247,16 @@ def test_a_misspelt_monitor_is_told_before_training():
     history = trainer.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0,
                           callbacks=[counter, stop])
     assert "val_mae" in history.history and stop.best is not None
+
+
+def test_stop_reason_uses_the_kits_vocabulary():
+    from kerastune_kit.callbacks import EarlyStopping
+
+    x = np.linspace(0, 1, 64, dtype="float32")[:, None]
+    trainer = Trainer(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]),
+                      keras.optimizers.SGD(0.0), "mse")
+    trainer.fit(x, x, epochs=2, verbose=0)
+    assert trainer.stop_reason == "epochs"
+    stop = EarlyStopping(monitor="loss", patience=1)
+    trainer.fit(x, x, epochs=50, verbose=0, callbacks=[stop])  # rate 0: no improvement
+    assert trainer.stop_reason == stop.stop_reason == "patience"
