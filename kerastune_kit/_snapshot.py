@@ -70,6 +70,27 @@ def on_restore(model, name: str, reset) -> None:
     model.__dict__.setdefault(_IN_FLIGHT, {})[name] = reset
 
 
+_LISTENERS = "_kerastune_kit_weights_replaced"
+
+
+def on_weights_replaced(model, name: str, listener) -> None:
+    """Registers ``listener()`` (None: removes ``name``'s), called when a
+    callback puts earlier weights back during training (a rollback to the
+    best epoch): state measured since then, such as the divergence guard's
+    best loss, belongs to the weights that were replaced."""
+    listeners = model.__dict__.setdefault(_LISTENERS, {})
+    if listener is None:
+        listeners.pop(name, None)
+    else:
+        listeners[name] = listener
+
+
+def weights_replaced(model) -> None:
+    """Tells the listeners of ``model`` that earlier weights were put back."""
+    for listener in list(model.__dict__.get(_LISTENERS, {}).values()):
+        listener()
+
+
 def weights_finite(model) -> bool:
     _optimizer.host_sync(model)
     return all(_finite(a) for a in _numpy(model.weights))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 
-from kerastune_kit._snapshot import Snapshot, weights_finite
+from kerastune_kit._snapshot import Snapshot, on_weights_replaced, weights_finite
 from kerastune_kit._validation import check_choice, check_int, check_number, check_verbose
 from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks.monitor_callback import MonitorCallback
@@ -140,6 +140,8 @@ class DivergenceGuard(MonitorCallback):
         self._reset_pending = False
         self._first_loss = None
         self._snapshot = Snapshot(self.model)
+        # A rollback of another callback (to the best epoch) is no divergence.
+        on_weights_replaced(self.model, "DivergenceGuard", self.rebase)
 
     def _reset(self) -> None:
         self.best = None
@@ -213,6 +215,7 @@ class DivergenceGuard(MonitorCallback):
             self._snapshot.restore()
             self.record_event("restore", self._epoch, "non-finite weights at train end")
         self._snapshot = None
+        on_weights_replaced(self.model, "DivergenceGuard", None)
 
     # Decisions --------------------------------------------------------------
 

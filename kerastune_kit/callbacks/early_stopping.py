@@ -17,6 +17,7 @@ from kerastune_kit._atomic import (
     replace_atomically,
 )
 from kerastune_kit._ownership import Ownership
+from kerastune_kit._snapshot import weights_replaced
 from kerastune_kit._validation import (
     check_bool,
     check_choice,
@@ -345,7 +346,9 @@ class EarlyStopping(MonitorCallback):
 
     def restore_best(self) -> str | None:
         """Puts the best epoch's weights back now, e.g. after an exception or
-        Ctrl-C ended ``model.fit`` (which then calls no hook).
+        Ctrl-C ended ``model.fit`` (which then calls no hook), or during
+        training (``CurveBasedLR(rollback_to=...)``; a ``DivergenceGuard``
+        then measures spikes afresh from those weights).
 
         Returns where they came from, ``"memory"`` or ``"disk"``
         (``best_model_path``), or None when there is no best epoch (or
@@ -363,7 +366,10 @@ class EarlyStopping(MonitorCallback):
             stop.restore_best()  # the model is the best epoch's again
         ```
         """
-        return self._restore()
+        source = self._restore()
+        if source is not None:
+            weights_replaced(self.model)
+        return source
 
     def _restore(self):
         """Puts the best weights back; returns where they came from or None."""

@@ -124,9 +124,9 @@ def steps_per_epoch(x, batch_size: int) -> int | None:
     return math.ceil(len(keras.tree.flatten(x)[0]) / batch_size)
 
 
-def feed(x, y, sample_weight, batch_size: int) -> dict:
+def feed(x, y, sample_weight, batch_size: int, per_execution: int) -> tuple[dict, bool]:
     """The training data as ``fit`` gets it, and whether epochs may be of any
-    length (``"stream"``).
+    length (a stream).
 
     Under TensorFlow, arrays become one shuffled, repeated ``tf.data`` stream
     and a finite dataset is repeated: ``fit`` keeps one iterator for the run
@@ -143,7 +143,38 @@ def feed(x, y, sample_weight, batch_size: int) -> dict:
         infinite = int(x.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
         return {"x": x if infinite else x.repeat(), "shuffle": False}, True
     n = len(keras.tree.flatten(x)[0])
-    parts = (x, y) if sample_weight is None else (x, y, sample_weight)
-    data = tf.data.Dataset.from_tensor_slices(parts if y is not None else x)
-    data = data.shuffle(n, reshuffle_each_iteration=True).batch(batch_size).repeat()
-    return {"x": data.prefetch(tf.data.AUTOTUNE), "shuffle": False}, True
+    data = _slices(x, y, sample_weight).shuffle(n, reshuffle_each_iteration=True)
+    # A prefetch of one compiled call's batches, and no autotuning (see
+    # _untuned): at 32 steps a call on a 13k-row table 2340 steps/s against
+    # 1900 with AUTOTUNE.
+    data = data.batch(batch_size).repeat().prefetch(max(2, per_execution))
+    return {"x": _untuned(data), "shuffle": False}, True
+
+
+def validation_feed(validation_data, batch_size: int):
+    """Validation arrays as one batched dataset for every pass (TensorFlow),
+    else as they are."""
+    if is_dataset(validation_data) or keras.backend.backend() != "tensorflow":
+        return validation_data
+    return _untuned(_slices(*unpack_validation(validation_data)).batch(batch_size))
+
+
+def _slices(x, y=None, sample_weight=None):
+    import tensorflow as tf
+
+    parts = tuple(p for p in (x, y, sample_weight) if p is not None)
+    return tf.data.Dataset.from_tensor_slices(parts if len(parts) > 1 else parts[0])
+
+
+def _untuned(data):
+    """``data`` without tf.data's autotuning thread. Tearing an autotuned
+    iterator down can wait out the rest of its tuning period (doubling up to
+    60 s), and Keras leaves a stopped fit's iterator to the garbage collector
+    (a reference cycle): measured 1.8 s after the budget's last check of a
+    10 s call, and 10 to 54 s inside the first step of a later call in the
+    same process."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return data.with_options(options)

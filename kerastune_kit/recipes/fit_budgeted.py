@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import re
 import warnings
@@ -29,10 +30,10 @@ from kerastune_kit.callbacks import (
 from kerastune_kit.callbacks.monitor_callback import closest_key, monitor_direction
 from kerastune_kit.callbacks.stop_reason import STOP_REASONS, stop_reason
 from kerastune_kit.recipes import _inputs
-from kerastune_kit.recipes._peak_search import PeakSearch
 from kerastune_kit.recipes._progress import BudgetProgress
 from kerastune_kit.recipes.budgeted_result import BudgetedResult
 from kerastune_kit.schedules import LinearDecay, Warmup
+from kerastune_kit.tuning import LRRangeTest
 
 _LENGTH, _WARMUP = 1000, 50  # schedule positions: a warmup over the first 5%
 _SEARCH_SHARE = 0.05         # of the budget, at most, for the LR range test
@@ -111,6 +112,9 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
     """
     budget = Budget(check_positive("budget_seconds", budget_seconds), clock)
     budget.start()
+    # Earlier fits' input pipelines (see _inputs._untuned) are freed now, on
+    # the budget, not by a collection inside this call's first step.
+    gc.collect()
     model = _check_model(model, trainer)
     fraction = float(check_number("validation_split", validation_split, low=0.0, high=1.0,
                                   high_open=True))
@@ -134,14 +138,16 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
     with _optimizer.borrowed_learning_rate(model), _more_steps_per_execution(
             model, trainer, x, batch_size) as per_execution:
         timed.install(model)  # before anything compiles: one train function serves all
-        feed, stream = _inputs.feed(x, y, sample_weight, batch_size)
+        feed, stream = _inputs.feed(x, y, sample_weight, batch_size, per_execution)
+        validation_data = _inputs.validation_feed(validation_data, max(batch_size, 256))
         validate = _evaluator(model, trainer, validation_data, batch_size)
         logs, validation_seconds = validate(), _timed(validate, budget.clock)
         monitor, mode = _monitor(model, logs, monitor, mode)
         budget.boundaries.append(validation_seconds)  # priced before fit measures one
 
-        search = PeakSearch(rate / _SEARCH_RANGE, rate * _SEARCH_RANGE, budget,
-                            seconds=_SEARCH_SHARE * budget.seconds, peak_position=_WARMUP)
+        search = LRRangeTest(rate / _SEARCH_RANGE, rate * _SEARCH_RANGE, smoothing=0.8,
+                             hold_position=_WARMUP, budget=budget,
+                             seconds=_SEARCH_SHARE * budget.seconds)
         _fit(model, trainer, epochs=10**6, callbacks=[search], verbose=0, **feed,
              steps_per_epoch=_inputs.steps_per_epoch(x, batch_size) if stream else None)
         learning_rate = _choose_peak(search, rate)
@@ -228,14 +234,14 @@ def _epoch_steps(budget: Budget, validation_seconds: float, natural: int | None,
     return steps
 
 
-def _choose_peak(search: PeakSearch, rate: float) -> dict:
+def _choose_peak(search: LRRangeTest, rate: float) -> dict:
     """The optimizer's rate, unless the search says it is off by more than 3x
     (a short range test places its valley only within about that factor)."""
     result = search.result
     if result is None or result.suggestion is None:
         reason = search.skipped_reason or "the search saw no usable loss curve"
         return {"peak": rate, "source": "optimizer", "reason": reason}
-    found = {"low": float(search.low), "high": float(search.high),
+    found = {"low": search.min_lr, "high": search.max_lr,
              "steps": len(search.losses), "suggested": float(result.suggestion)}
     if rate / _PEAK_CLIP <= result.suggestion <= rate * _PEAK_CLIP:
         return {"peak": rate, "source": "optimizer",
@@ -243,9 +249,9 @@ def _choose_peak(search: PeakSearch, rate: float) -> dict:
     return {"peak": float(result.suggestion), "source": "search", **found}
 
 
-def _seconds(budget: Budget, search: PeakSearch, validation_seconds: float) -> dict:
+def _seconds(budget: Budget, search: LRRangeTest, validation_seconds: float) -> dict:
     split = budget.split()
-    searched = getattr(search, "split", {}).get("train", 0.0)
+    searched = search.split.get("train", 0.0)
     seconds = {"lr_search": searched, "compile": split["compile"],
                "train": split["train"] - searched,
                "validate": split["validate"] + 2 * validation_seconds}

@@ -3,12 +3,15 @@
 ``find_lr`` runs Smith's range test on a compiled model with its own train
 step and leaves the model and its optimizer exactly as they were; the
 returned ``LRFinderResult`` holds the curve, a suggestion and a plot.
+``LRRangeTest`` is the test itself as a callback (``find_lr`` and
+``fit_budgeted`` both run it).
 """
 
 from kerastune_kit.tuning.find_lr import find_lr
 from kerastune_kit.tuning.lr_finder_result import LRFinderResult
+from kerastune_kit.tuning.lr_range_test import LRRangeTest
 
-__all__ = ["LRFinderResult", "find_lr"]
+__all__ = ["LRFinderResult", "LRRangeTest", "find_lr"]
 
 from kerastune_kit import _registration  # noqa: E402
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 from typing import Any
 
 import keras
 import numpy as np
-from keras import ops
 
 from kerastune_kit._validation import check_choice, check_int, check_number, check_positive
 from kerastune_kit.schedules import LinearDecay
 from kerastune_kit.tuning.lr_finder_result import SUGGESTIONS, LRFinderResult
+from kerastune_kit.tuning.lr_range_test import LRRangeTest
 
 # Model attributes that model.fit (or the test itself) replaces; they are put
 # back as they were, absent ones removed again.
@@ -112,10 +111,9 @@ def find_lr(model: keras.Model, x: Any, y: Any = None, *, min_lr: float = 1e-7,
             min_lr, decay_steps=steps - 1, decay_rate=max_lr / min_lr)
     else:
         ramp = LinearDecay(min_lr, decay_steps=steps - 1, end_learning_rate=max_lr)
-    lrs = ops.convert_to_numpy(ramp(np.arange(steps, dtype="float32"))).astype(np.float64)
 
     fit_data = _fit_data(x, y, steps, batch_size)
-    recorder = _RangeRecorder(steps, smoothing, divergence)
+    test = LRRangeTest(min_lr, max_lr, steps, mode, smoothing, divergence, set_rate=False)
     saved = {name: model.__dict__[name] for name in _FIT_ATTRIBUTES if name in model.__dict__}
     rng_state = _backend_rng_state()
     try:
@@ -125,9 +123,9 @@ def find_lr(model: keras.Model, x: Any, y: Any = None, *, min_lr: float = 1e-7,
             model.optimizer = _rebuild_optimizer(model.optimizer, ramp)
         model.steps_per_execution = 1
         model.train_function = None  # traced anew, with the temporary optimizer
-        model.fit(**fit_data, verbose=0, callbacks=[recorder])
+        model.fit(**fit_data, verbose=0, callbacks=[test])
     finally:
-        recorder.restore()
+        test.restore()
         _set_backend_rng_state(rng_state)
         for name in _FIT_ATTRIBUTES:
             if name in saved:
@@ -135,10 +133,9 @@ def find_lr(model: keras.Model, x: Any, y: Any = None, *, min_lr: float = 1e-7,
             elif name in model.__dict__:
                 delattr(model, name)
 
-    done = len(recorder.losses)
-    return LRFinderResult(lrs=lrs[:done], losses=np.asarray(recorder.losses),
-                          raw_losses=np.asarray(recorder.raw_losses), method=suggest,
-                          stopped_early=recorder.stopped_early)
+    return LRFinderResult(lrs=np.asarray(test.lrs), losses=np.asarray(test.losses),
+                          raw_losses=np.asarray(test.raw_losses), method=suggest,
+                          stopped_early=test.stopped_early)
 
 
 def _fit_data(x, y, steps: int, batch_size: int | None) -> dict:
@@ -205,57 +202,3 @@ def _rebuild_optimizer(optimizer, schedule):
             f"find_lr runs the test on a copy of the optimizer made from its config, "
             f"and {type(optimizer).__name__}.from_config(get_config()) failed: {err}"
         ) from err
-
-
-class _RangeRecorder(keras.callbacks.Callback):
-    """Records each step's loss, smooths it and stops the test."""
-
-    def __init__(self, steps: int, smoothing: float, divergence: float):
-        super().__init__()
-        self.steps, self.smoothing, self.divergence = steps, smoothing, divergence
-        self.raw_losses: list[float] = []
-        self.losses: list[float] = []
-        self.stopped_early = False
-        self._average = 0.0
-        self._best = math.inf
-        self._saved: list[tuple[Any, np.ndarray]] | None = None
-        self._metric_variables: list = []
-
-    def on_train_begin(self, logs=None):
-        # Taken here, after fit has built what it builds and before the first
-        # step, so it covers the weights of the very state the test starts
-        # from.
-        model = self.model
-        self._metric_variables = list(model.metrics_variables)
-        variables = {id(v): v for v in list(model.variables) + self._metric_variables}
-        self._saved = [(v, np.array(v.numpy(), copy=True)) for v in variables.values()]
-
-    def on_train_batch_begin(self, batch, logs=None):
-        # Keras logs the running mean of the epoch; with the metrics reset
-        # before each step (steps_per_execution is 1) it is that step's loss.
-        self.model.reset_metrics()
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = float(logs["loss"])
-        self.raw_losses.append(loss)
-        if math.isfinite(loss):
-            self._average = self.smoothing * self._average + (1 - self.smoothing) * loss
-            smoothed = self._average / (1 - self.smoothing ** len(self.raw_losses))
-        else:
-            smoothed = loss
-        self.losses.append(smoothed)
-        self._best = min(self._best, smoothed)
-        diverged = not math.isfinite(smoothed) or (
-            self._best > 0 and smoothed > self.divergence * self._best)
-        if diverged or len(self.losses) >= self.steps:
-            self.stopped_early = diverged and len(self.losses) < self.steps
-            self.model.stop_training = True
-
-    def restore(self):
-        if self._saved is None:
-            return
-        # Metrics created during the test (compiled metrics are built at the
-        # first trace) go back to their empty state.
-        self.model.reset_metrics()
-        for variable, value in self._saved:
-            variable.assign(value)

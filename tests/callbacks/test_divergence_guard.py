@@ -336,3 +336,27 @@ def test_rebase_after_a_restore_elsewhere_is_no_spike():
     assert guard.events == [] and not guard.stopped
     assert history.history["loss"][4] > 1.5 * min(history.history["loss"][:4])
     assert len(history.history["loss"]) == 6
+
+
+def test_a_rollback_to_the_best_epoch_is_no_divergence():
+    """CurveBasedLR(rollback_to=EarlyStopping) puts an early epoch's weights
+    back; their training loss is far above the best since, which is no spike."""
+    from kerastune_kit.callbacks import CurveBasedLR, EarlyStopping
+    from kerastune_kit.callbacks import DivergenceGuard as Guard
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = (x @ rng.normal(size=(8, 1))).astype("float32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+
+    class ValCurve(keras.callbacks.Callback):  # the best epoch is the first
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_score"] = 1.0 if epoch == 0 else 2.0
+
+    best = EarlyStopping("val_score", mode="min", restore_best_weights=True, patience=100)
+    curve = CurveBasedLR("val_score", mode="min", patience=2, rollback_to=best)
+    guard = Guard()
+    model.fit(x, y, epochs=8, verbose=0, callbacks=[ValCurve(), best, curve, guard])
+    assert [e["kind"] for e in curve.events] == ["lr_cut"] * 3
+    assert guard.events == [] and guard.stop_reason is None
