@@ -41,7 +41,7 @@ _SEARCH_RANGE = 10.0         # it spans [lr / 10, lr * 10] around the optimizer'
 _PEAK_CLIP = 3.0             # and overrides that rate only when off by more than this
 _VALIDATIONS = 100           # at most, over the budget
 _VALIDATION_SHARE = 0.2      # of the time, at most
-_PATIENCE = 5                # validations without a new best before a cut
+_PATIENCE = 0.1             # of the validations the budget allows, without a new best: a cut
 _CUTS = 3                    # fruitless cuts before the stop
 
 
@@ -152,13 +152,14 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
              steps_per_epoch=_inputs.steps_per_epoch(x, batch_size) if stream else None)
         learning_rate = _choose_peak(search, rate)
 
-        steps = _epoch_steps(budget, validation_seconds, _inputs.steps_per_epoch(
-            x, batch_size), per_execution, stream)
+        natural = _inputs.steps_per_epoch(x, batch_size)
+        steps = _epoch_steps(budget, validation_seconds, natural, per_execution, stream)
+        patience = _patience(budget, validation_seconds, steps or natural)
         timed.factor = learning_rate["peak"]
-        best = EarlyStopping(monitor, mode=mode, patience=_PATIENCE * (_CUTS + 1),
+        best = EarlyStopping(monitor, mode=mode, patience=patience * (_CUTS + 1),
                              restore_best_weights=True, best_model_path=best_model_path,
                              stop_on_nonfinite=True)
-        curve = CurveBasedLR(monitor, mode=mode, patience=_PATIENCE, min_delta=0.0,
+        curve = CurveBasedLR(monitor, mode=mode, patience=patience, min_delta=0.0,
                              rollback_to=best)
         guard = DivergenceGuard()
         progress = [] if verbose == 0 else [BudgetProgress(budget, verbose)]
@@ -222,16 +223,26 @@ def _monitor(model, logs: dict, monitor: str | None, mode: str) -> tuple[str, st
 def _epoch_steps(budget: Budget, validation_seconds: float, natural: int | None,
                  per_execution: int, stream: bool) -> int | None:
     """Steps between two validations: validation at most a fifth of the time and at
-    most ``_VALIDATIONS`` of them; a whole number of executions."""
+    most ``_VALIDATIONS`` of them; a whole number of executions. Outside a
+    stream (arrays under JAX or torch) one pass over the data."""
     pace = budget.pace
+    if not stream:  # arrays outside TensorFlow: an epoch is a pass
+        return None
     if pace is None:
-        return natural if stream else None
+        return natural
     share = (1 - _VALIDATION_SHARE) / _VALIDATION_SHARE
     seconds = max(share * validation_seconds, budget.remaining() / _VALIDATIONS)
-    steps = per_execution * max(1, math.ceil(seconds / pace / per_execution))
-    if not stream:  # arrays outside TensorFlow: at most one pass an epoch
-        return None if natural is None or steps >= natural else steps
-    return steps
+    return per_execution * max(1, math.ceil(seconds / pace / per_execution))
+
+
+def _patience(budget: Budget, validation_seconds: float, steps: int | None) -> int:
+    """Validations without a new best before a cut: a tenth of those the rest of
+    the budget allows, at least 3."""
+    pace = budget.pace
+    if pace is None or steps is None:
+        return 3
+    expected = budget.remaining() / (steps * pace + validation_seconds)
+    return max(3, math.ceil(_PATIENCE * expected))
 
 
 def _choose_peak(search: LRRangeTest, rate: float) -> dict:
@@ -255,8 +266,8 @@ def _seconds(budget: Budget, search: LRRangeTest, validation_seconds: float) -> 
     seconds = {"lr_search": searched, "compile": split["compile"],
                "train": split["train"] - searched,
                "validate": split["validate"] + 2 * validation_seconds}
-    seconds["total"] = budget.elapsed()
-    seconds["other"] = max(seconds["total"] - sum(seconds.values()), 0.0)
+    seconds["other"] = max(split["other"] - 2 * validation_seconds, 0.0)  # before fit
+    seconds["total"] = sum(split.values())  # the clock read once, for the split
     return {k: round(v, 3) for k, v in seconds.items()}
 
 
