@@ -138,6 +138,9 @@ class CurveBasedLR(MonitorCallback):
             each cut the model goes back to its best epoch's weights, so the
             lower rate refines the best state rather than the last one.
             Defaults to None (no rollback).
+        tie_breaker: a second logged key that decides between equal values
+            of ``monitor`` (plateau rule), as in :class:`EarlyStopping`.
+            Defaults to None.
 
     Example:
 
@@ -152,7 +155,7 @@ class CurveBasedLR(MonitorCallback):
     ```
     """
 
-    _state_attributes = ("best", "wait", "cooldown_counter", "window_values", "ema",
+    _state_attributes = ("best", "best_tie", "wait", "cooldown_counter", "window_values", "ema",
                          "events")
     _key_arguments = ("monitor", "rule")
 
@@ -160,9 +163,10 @@ class CurveBasedLR(MonitorCallback):
                  factor: float = 0.5, patience: int = 3, min_delta: float = 1e-4,
                  min_delta_mode: str = "rel", cooldown: int = 0, min_lr: float = 0.0,
                  window: int = 5, smoothing: float = 0.0, on_missing: str = "raise",
-                 verbose: int = 0, rollback_to=None):
+                 verbose: int = 0, rollback_to=None, tie_breaker: str | None = None):
         super().__init__(monitor=monitor, mode=mode, min_delta=min_delta,
-                         min_delta_mode=min_delta_mode, on_missing=on_missing)
+                         min_delta_mode=min_delta_mode, on_missing=on_missing,
+                         tie_breaker=tie_breaker)
         self.rule = check_choice("rule", rule, _RULES)
         self.factor = float(check_number("factor", factor, low=0.0, high=1.0,
                                          low_open=True, high_open=True))
@@ -182,6 +186,7 @@ class CurveBasedLR(MonitorCallback):
 
     def _reset(self) -> None:
         self.best: float | None = None
+        self.best_tie: float | None = None
         self.wait = 0
         self.cooldown_counter = 0
         self.window_values: list[float] = []
@@ -225,8 +230,9 @@ class CurveBasedLR(MonitorCallback):
 
     def _plateau(self, epoch, value, finite, in_cooldown):
         judged = self.ema if finite else value
-        if finite and self._is_improvement(judged, self.best):
-            self.best = judged
+        if finite and (self._is_improvement(judged, self.best)
+                       or self._tie_wins(judged, self.best, self.best_tie)):
+            self.best, self.best_tie = judged, self._tie
             self.wait = 0
             return
         if in_cooldown:

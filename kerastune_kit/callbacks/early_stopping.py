@@ -160,6 +160,10 @@ class EarlyStopping(MonitorCallback):
             Defaults to None.
         on_missing: ``"raise"`` (a ``KeyError`` naming the missing key and
             the keys present) or ``"warn"``. Defaults to ``"raise"``.
+        tie_breaker: a second logged key that decides between equal monitored
+            values, in its own direction: with ``"val_loss"`` beside a
+            ``"val_accuracy"`` monitor, an epoch of the same accuracy and a
+            lower loss is a new best (and resets patience). Defaults to None.
 
     Example:
 
@@ -178,7 +182,7 @@ class EarlyStopping(MonitorCallback):
     """
 
     _state_attributes = ("best", "best_epoch", "reference", "wait", "stopped_epoch",
-                         "stop_reason")
+                         "stop_reason", "best_tie", "reference_tie")
     _key_arguments = ("monitor",)
 
     def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
@@ -187,9 +191,10 @@ class EarlyStopping(MonitorCallback):
                  min_delta_mode: str = "abs", best_model_path: str | None = None,
                  restore_from: str = "memory", stop_on_nonfinite: bool = False,
                  stopping_threshold: float | None = None,
-                 divergence_threshold: float | None = None, on_missing: str = "raise"):
+                 divergence_threshold: float | None = None, on_missing: str = "raise",
+                 tie_breaker: str | None = None):
         super().__init__(monitor, mode, min_delta=min_delta, min_delta_mode=min_delta_mode,
-                         on_missing=on_missing)
+                         on_missing=on_missing, tie_breaker=tie_breaker)
         self.patience = check_int("patience", patience, minimum=0)
         self.baseline = _optional_number("baseline", baseline)
         self.start_from_epoch = check_int("start_from_epoch", start_from_epoch, minimum=0)
@@ -253,11 +258,14 @@ class EarlyStopping(MonitorCallback):
         if epoch < self.start_from_epoch:
             return
         self.wait += 1
-        if self._is_better(value, self.best):
+        if self._is_better(value, self.best) or self._tie_wins(value, self.best,
+                                                                 self.best_tie):
             self._new_best(epoch, value)
-        improved = math.isfinite(value) and self._is_improvement(value, self.reference)
+        improved = math.isfinite(value) and (
+            self._is_improvement(value, self.reference)
+            or self._tie_wins(value, self.reference, self.reference_tie))
         if improved:
-            self.reference = value
+            self.reference, self.reference_tie = value, self._tie
             if self.baseline is None or self._is_improvement(value, self.baseline):
                 self.wait = 0
         if self._reached(value, self.stopping_threshold):
@@ -286,6 +294,7 @@ class EarlyStopping(MonitorCallback):
         self.best = None
         self.best_epoch = 0
         self.reference = None
+        self.best_tie = self.reference_tie = None
         self.wait = 0
         self.stopped_epoch = 0
         self.stop_reason = None
@@ -316,7 +325,7 @@ class EarlyStopping(MonitorCallback):
                 f"{self.direction}imised.")
 
     def _new_best(self, epoch, value):
-        self.best = value
+        self.best, self.best_tie = value, self._tie
         self.best_epoch = epoch
         if self.restore_best_weights and self.restore_from == "memory":
             self.best_weights = self.model.get_weights()

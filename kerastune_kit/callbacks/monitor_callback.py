@@ -178,12 +178,21 @@ class MonitorCallback(KitCallback):
             by the fraction ``min_delta`` of the best value.
         on_missing: ``"raise"``: a ``KeyError`` naming the missing key and the
             keys present; ``"warn"``: warn once and skip the epoch.
+        tie_breaker: a second logged key that decides between equal
+            monitored values, in its own direction (``"val_loss"`` for a
+            ``"val_accuracy"`` monitor: of two epochs with the same accuracy
+            the one with the lower loss is better). Defaults to None.
     """
 
     def __init__(self, monitor: str = "val_loss", mode: str = "auto",
                  min_delta: float = 0.0, min_delta_mode: str = "abs",
-                 on_missing: str = "raise"):
+                 on_missing: str = "raise", tie_breaker: str | None = None):
         super().__init__()
+        if tie_breaker is not None and (not isinstance(tie_breaker, str) or not tie_breaker):
+            raise ValueError(
+                f"`tie_breaker` must be a metric name or None, got {tie_breaker!r}.")
+        self.tie_breaker = tie_breaker
+        self._tie: float | None = None
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"`monitor` must be a non-empty metric name, got {monitor!r}.")
         self.monitor = monitor
@@ -215,6 +224,11 @@ class MonitorCallback(KitCallback):
             # before the direction, whose error would blame `mode`.
             check_monitor_logged(self, self.monitor)
         self.direction  # noqa: B018 - resolves "auto" or raises before training.
+        if self.tie_breaker is not None and self._tie_direction is None:
+            raise ValueError(
+                f"{type(self).__name__} cannot tell whether tie_breaker="
+                f"{self.tie_breaker!r} should be minimised or maximised; use a loss-, "
+                "error- or accuracy-like metric.")
 
     # Comparisons in the metric's direction: the only code that knows "min"
     # from "max" and how min_delta turns into a margin, so that no subclass
@@ -247,6 +261,22 @@ class MonitorCallback(KitCallback):
             return True
         return self._is_better(value, self._bar(reference, self._margin(reference)))
 
+    @property
+    def _tie_direction(self) -> str | None:
+        return monitor_direction(self.tie_breaker, private.callback_model(self))
+
+    def _tie_wins(self, value: float, reference: float | None,
+                  reference_tie: float | None) -> bool:
+        """Whether ``value`` equals ``reference`` and this epoch's
+        ``tie_breaker`` value beats ``reference_tie``."""
+        if (self.tie_breaker is None or reference is None or value != reference
+                or self._tie is None or reference_tie is None
+                or not math.isfinite(self._tie)):
+            return False
+        if self._tie_direction == "min":
+            return self._tie < reference_tie
+        return self._tie > reference_tie
+
     def _reaches(self, value: float, threshold: float) -> bool:
         """Whether ``value`` is at least as good as ``threshold``."""
         return not self._is_better(threshold, value)
@@ -267,6 +297,9 @@ class MonitorCallback(KitCallback):
     def _monitor_value(self, logs) -> float | None:
         """The monitored value as a float, or ``None`` after a warning."""
         logs = logs or {}
+        tie = logs.get(self.tie_breaker) if self.tie_breaker is not None else None
+        self._tie = None if tie is None else log_scalar(self.tie_breaker, tie,
+                                                        type(self).__name__)
         if self.monitor not in logs:
             message = missing_monitor_message(type(self).__name__, self.monitor, logs)
             if self.on_missing == "raise":

@@ -148,19 +148,21 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
         search = LRRangeTest(rate / _SEARCH_RANGE, rate * _SEARCH_RANGE, smoothing=0.8,
                              hold_position=_WARMUP, budget=budget,
                              seconds=_SEARCH_SHARE * budget.seconds)
+        natural = _inputs.steps_per_epoch(x, batch_size)
         _fit(model, trainer, epochs=10**6, callbacks=[search], verbose=0, **feed,
-             steps_per_epoch=_inputs.steps_per_epoch(x, batch_size) if stream else None)
+             steps_per_epoch=natural if stream else None)
         learning_rate = _choose_peak(search, rate)
 
-        natural = _inputs.steps_per_epoch(x, batch_size)
         steps = _epoch_steps(budget, validation_seconds, natural, per_execution, stream)
         patience = _patience(budget, validation_seconds, steps or natural)
         timed.factor = learning_rate["peak"]
+        # Of two epochs with the same accuracy the better converged one wins.
+        tie = "val_loss" if monitor != "val_loss" and "loss" in logs else None
         best = EarlyStopping(monitor, mode=mode, patience=patience * (_CUTS + 1),
                              restore_best_weights=True, best_model_path=best_model_path,
-                             stop_on_nonfinite=True)
+                             stop_on_nonfinite=True, tie_breaker=tie)
         curve = CurveBasedLR(monitor, mode=mode, patience=patience, min_delta=0.0,
-                             rollback_to=best)
+                             rollback_to=best, tie_breaker=tie)
         guard = DivergenceGuard()
         progress = [] if verbose == 0 else [BudgetProgress(budget, verbose)]
         history = _fit(model, trainer, epochs=10**6, verbose=0, steps_per_epoch=steps,
@@ -228,8 +230,8 @@ def _epoch_steps(budget: Budget, validation_seconds: float, natural: int | None,
     pace = budget.pace
     if not stream:  # arrays outside TensorFlow: an epoch is a pass
         return None
-    if pace is None:
-        return natural
+    if pace is None:  # the range test ran fewer than two calls
+        return natural or 100 * per_execution
     share = (1 - _VALIDATION_SHARE) / _VALIDATION_SHARE
     seconds = max(share * validation_seconds, budget.remaining() / _VALIDATIONS)
     return per_execution * max(1, math.ceil(seconds / pace / per_execution))

@@ -351,7 +351,8 @@ def test_events_state_and_a_second_fit_call():
     state = json.loads(json.dumps(stop.get_state()))
     assert state.pop("events") == stop.events  # the decisions travel with the state
     assert state == {"best": 3.0, "best_epoch": 2, "reference": 3.0, "wait": 2,
-                     "stopped_epoch": 4, "stop_reason": "patience"}
+                     "stopped_epoch": 4, "stop_reason": "patience", "best_tie": None,
+                     "reference_tie": None}
     # Reused in another fit call, it starts afresh.
     model = probe_model()
     fit_probe(model, [Script([9.0, 8.0, 7.0]), stop], epochs=3)
@@ -379,7 +380,7 @@ def test_resumed_run_continues_counting_patience(tmp_path, with_path):
     assert [e["epoch"] for e in state["events"] if e["kind"] == "best"][-1] == 6
     assert {k: v for k, v in state.items() if k != "events"} == {
         "best": 2.95, "best_epoch": 6, "reference": 2.95, "wait": 2,
-        "stopped_epoch": 0, "stop_reason": None}
+        "stopped_epoch": 0, "stop_reason": None, "best_tie": None, "reference_tie": None}
 
     # A fresh callback object, as after a restart: no in-memory best weights.
     resumed = EarlyStopping(**kwargs)
@@ -552,3 +553,29 @@ def test_best_model_file_survives_sigkill_at_random_moments(tmp_path):
         epochs_seen.append(int(k))
         shutil.rmtree(os.path.dirname(t["path"]))
     assert max(epochs_seen) > 1  # The kills did land after several rewrites.
+
+
+def test_tie_breaker_decides_between_equal_values_and_resets_patience():
+    from kit_testing import lr_probe_model
+
+    stop = EarlyStopping(monitor="val_accuracy", patience=2, tie_breaker="val_loss")
+    stop.set_model(lr_probe_model())
+    stop.on_train_begin()
+    curve = [(0.9, 0.5), (0.95, 0.4), (0.95, 0.3), (0.95, 0.35), (0.95, 0.32), (0.95, 0.31)]
+    for epoch, (accuracy, loss) in enumerate(curve):
+        stop.on_epoch_end(epoch, {"val_accuracy": accuracy, "val_loss": loss})
+        if stop.stop_reason:
+            break
+    # Epoch 2 ties epoch 1's accuracy with a lower loss: the best, and patience
+    # counts from there (Keras's strict comparison would keep epoch 1, stop at 3).
+    assert (stop.best_epoch, stop.best, stop.best_tie) == (2, 0.95, 0.3)
+    assert (stop.stop_reason, stop.stopped_epoch) == ("patience", 4)
+
+
+def test_a_tie_breaker_of_unknown_direction_is_refused_at_train_begin():
+    from kit_testing import lr_probe_model
+
+    stop = EarlyStopping(monitor="val_accuracy", tie_breaker="val_thing")
+    stop.set_model(lr_probe_model())
+    with pytest.raises(ValueError, match="tie_breaker='val_thing'"):
+        stop.on_train_begin()
