@@ -299,6 +299,7 @@ TARGETS = {
     "TimeBasedLR": Target(callbacks.TimeBasedLR, lambda t: {"schedule": "constant(0.1)"},
                           callables={"clock"}),
     "CurveBasedLR": Target(callbacks.CurveBasedLR, allowed={"rollback_to": {"None"}}),
+    "LRRangeTest": Target(tuning.LRRangeTest, lambda t: {"min_lr": 1e-4, "max_lr": 1.0}),
     "Budget": Target(callbacks.Budget, lambda t: {"seconds": 10.0},
                      allowed={"seconds": {"None"}}, callables={"clock"}),
     "DivergenceGuard": Target(callbacks.DivergenceGuard),

@@ -188,9 +188,11 @@ class MonitorCallback(KitCallback):
                  min_delta: float = 0.0, min_delta_mode: str = "abs",
                  on_missing: str = "raise", tie_breaker: str | None = None):
         super().__init__()
-        if tie_breaker is not None and (not isinstance(tie_breaker, str) or not tie_breaker):
+        if tie_breaker is not None and (not isinstance(tie_breaker, str)
+                                        or monitor_direction(tie_breaker) is None):
             raise ValueError(
-                f"`tie_breaker` must be a metric name or None, got {tie_breaker!r}.")
+                f"`tie_breaker` must be None or a loss-, error- or accuracy-like metric "
+                f"name (its direction is read from the name), got {tie_breaker!r}.")
         self.tie_breaker = tie_breaker
         self._tie: float | None = None
         if not isinstance(monitor, str) or not monitor:
@@ -224,11 +226,6 @@ class MonitorCallback(KitCallback):
             # before the direction, whose error would blame `mode`.
             check_monitor_logged(self, self.monitor)
         self.direction  # noqa: B018 - resolves "auto" or raises before training.
-        if self.tie_breaker is not None and self._tie_direction is None:
-            raise ValueError(
-                f"{type(self).__name__} cannot tell whether tie_breaker="
-                f"{self.tie_breaker!r} should be minimised or maximised; use a loss-, "
-                "error- or accuracy-like metric.")
 
     # Comparisons in the metric's direction: the only code that knows "min"
     # from "max" and how min_delta turns into a margin, so that no subclass
@@ -263,7 +260,7 @@ class MonitorCallback(KitCallback):
 
     @property
     def _tie_direction(self) -> str | None:
-        return monitor_direction(self.tie_breaker, private.callback_model(self))
+        return monitor_direction(self.tie_breaker)
 
     def _tie_wins(self, value: float, reference: float | None,
                   reference_tie: float | None) -> bool:

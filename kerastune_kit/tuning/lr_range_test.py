@@ -10,8 +10,17 @@ import numpy as np
 from kerastune_kit import _optimizer
 from kerastune_kit._scalars import host_float
 from kerastune_kit._snapshot import build_optimizer
-from kerastune_kit._validation import check_choice, check_int, check_number, check_positive
+from kerastune_kit._validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_non_negative,
+    check_number,
+    check_positive,
+    show,
+)
 from kerastune_kit.callbacks import _lr_control
+from kerastune_kit.callbacks.budget import Budget
 from kerastune_kit.tuning.lr_finder_result import LRFinderResult
 
 
@@ -77,8 +86,18 @@ class LRRangeTest(keras.callbacks.Callback):
                                             high_open=True))
         self.divergence = float(check_number("divergence", divergence, low=1.0,
                                              low_open=True))
-        self.set_rate, self.hold_position = set_rate, hold_position
-        self.budget, self.seconds, self.min_steps = budget, seconds, min_steps
+        self.set_rate = check_bool("set_rate", set_rate)
+        self.hold_position = None if hold_position is None else float(
+            check_non_negative("hold_position", hold_position))
+        if budget is not None and not isinstance(budget, Budget):
+            raise ValueError(f"`budget` must be a kerastune_kit.callbacks.Budget or None, "
+                             f"got {show(budget)}.")
+        if (budget is None) != (seconds is None):
+            raise ValueError("`budget` and `seconds` go together: pass both or neither; got "
+                             f"budget={show(budget)}, seconds={show(seconds)}.")
+        self.budget = budget
+        self.seconds = None if seconds is None else float(check_positive("seconds", seconds))
+        self.min_steps = check_int("min_steps", min_steps, minimum=1)
         self.lrs: list[float] = []
         self.raw_losses: list[float] = []
         self.losses: list[float] = []
