@@ -129,7 +129,8 @@ def feed(x, y, sample_weight, batch_size: int, per_execution: int) -> tuple[dict
     length (a stream).
 
     Under TensorFlow, arrays become one shuffled, repeated ``tf.data`` stream
-    and a finite dataset is repeated: ``fit`` keeps one iterator for the run
+    and a finite dataset is repeated (both without autotuning, see
+    :func:`_untuned`): ``fit`` keeps one iterator for the run
     (rather than one per epoch) and the recipe sizes its epochs freely.
     Elsewhere the arrays go to ``fit`` as they are.
     """
@@ -141,7 +142,7 @@ def feed(x, y, sample_weight, batch_size: int, per_execution: int) -> tuple[dict
 
     if is_dataset(x):
         infinite = int(x.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
-        return {"x": x if infinite else x.repeat(), "shuffle": False}, True
+        return {"x": _untuned(x if infinite else x.repeat()), "shuffle": False}, True
     n = len(keras.tree.flatten(x)[0])
     data = _slices(x, y, sample_weight).shuffle(n, reshuffle_each_iteration=True)
     # A prefetch of one compiled call's batches, and no autotuning (see
@@ -154,8 +155,10 @@ def feed(x, y, sample_weight, batch_size: int, per_execution: int) -> tuple[dict
 def validation_feed(validation_data, batch_size: int):
     """Validation arrays as one batched dataset for every pass (TensorFlow),
     else as they are."""
-    if is_dataset(validation_data) or keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow":
         return validation_data
+    if is_dataset(validation_data):
+        return _untuned(validation_data)
     return _untuned(_slices(*unpack_validation(validation_data)).batch(batch_size))
 
 
