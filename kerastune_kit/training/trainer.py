@@ -593,6 +593,8 @@ class Trainer:
                 if stop:
                     break
             if start < epochs:
+                # As model.fit; then ScheduleFree's x, which Keras leaves out.
+                self.optimizer.finalize_variable_values(self.model.trainable_variables)
                 evaluated.finalize(self.model)
         except BaseException:
             _end_after_error(callbacks, logs)
