@@ -711,3 +711,47 @@ def test_keras_swap_ema_weights_beside_it_is_refused():
                                          r"Remove SwapEMAWeights"):
         fit_overfit(averaged_model("ema"), [keras.callbacks.SwapEMAWeights(),
                                             EarlyStopping(patience=2)], epochs=2)
+
+
+class InterruptValidation(keras.callbacks.Callback):
+    """Placed before EarlyStopping: records the raw weights as validation
+    begins, and raises KeyboardInterrupt inside the validation of ``epoch``
+    (after every on_test_begin, before any on_test_end)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch, self.current = epoch, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_test_begin(self, logs=None):
+        self.raw = self.model.get_weights()
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self.current == self.epoch:
+            raise KeyboardInterrupt
+
+
+class WeightsAtTrainBegin(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.weights = self.model.get_weights()
+
+
+@pytest.mark.parametrize("then", ["restore_best", "fit again"])
+def test_ctrl_c_inside_validation_leaves_no_swapped_weights_behind(then):
+    model = averaged_model("ema")
+    stop = EarlyStopping(patience=100, restore_best_weights=True)
+    interrupt = InterruptValidation(epoch=3)
+    with pytest.raises(KeyboardInterrupt):
+        fit_overfit(model, [interrupt, stop], epochs=6)
+    # model.fit called no on_test_end: the model holds the average.
+    assert not np.allclose(model.get_weights()[0], interrupt.raw[0])
+    if then == "restore_best":
+        assert stop.restore_best() == "memory"
+        assert val_loss(model) == pytest.approx(stop.best, rel=1e-5)
+        return
+    # The next fit with a kit callback starts from the raw weights again.
+    begin = WeightsAtTrainBegin()
+    fit_overfit(model, [EarlyStopping(patience=100), begin], epochs=1)
+    assert_same_weights(begin.weights, interrupt.raw)
