@@ -295,6 +295,60 @@ def initial_epoch(model) -> int | None:
     return getattr(model, "_initial_epoch", None)
 
 
+# Averaged weights: use_ema and ScheduleFreeAdamW --------------------------------
+
+CHECKED_AVERAGING = "Keras 3.15"
+
+
+def _slot_of(optimizer, variable, slots, attribute: str):
+    """``slots[optimizer._get_variable_index(variable)]``, or None for a
+    variable the optimizer was not built on (or holds no slot for)."""
+    index_of = getattr(optimizer, "_get_variable_index", None)
+    if index_of is None:
+        raise RuntimeError(
+            f"kerastune_kit cannot find which of {type(optimizer).__name__}'s `{attribute}` "
+            f"belongs to a variable: Keras optimizers map them with `_get_variable_index` "
+            f"({CHECKED_AVERAGING}); this Keras ({keras.__version__}) has none.")
+    try:
+        index = index_of(variable)
+    except KeyError:
+        return None
+    return slots[index] if index < len(slots) else None
+
+
+def moving_average_of(optimizer, variable):
+    """The optimizer's exponential moving average of ``variable`` (a variable
+    of the same shape), or None when it keeps none for it.
+
+    ``optimizer._model_variables_moving_average`` (built by ``build`` when
+    ``use_ema=True``), indexed by ``optimizer._get_variable_index``. Checked:
+    {checked_averaging}. Without them: a clear error, never the raw weights.
+    """
+    slots = getattr(optimizer, "_model_variables_moving_average", None)
+    if slots is None:
+        raise RuntimeError(
+            f"kerastune_kit cannot find the moving averages of {type(optimizer).__name__} "
+            f"(use_ema=True): Keras keeps them in `_model_variables_moving_average` "
+            f"({CHECKED_AVERAGING}); this Keras ({keras.__version__}) does not.")
+    return _slot_of(optimizer, variable, slots, "_model_variables_moving_average")
+
+
+def schedule_free_z(optimizer, variable):
+    """``ScheduleFreeAdamW``'s ``z`` sequence for ``variable`` (its
+    ``momentum`` slot, ``optimizer._momentums``, indexed by
+    ``optimizer._get_variable_index``), or None when it keeps none for it.
+    The model's variable holds ``y = (1 - beta_1) z + beta_1 x``. Checked:
+    {checked_averaging}. Without them: a clear error.
+    """
+    slots = getattr(optimizer, "_momentums", None)
+    if slots is None:
+        raise RuntimeError(
+            f"kerastune_kit cannot find the z sequence of {type(optimizer).__name__}: "
+            f"ScheduleFreeAdamW keeps it in `_momentums` ({CHECKED_AVERAGING}); this Keras "
+            f"({keras.__version__}) does not.")
+    return _slot_of(optimizer, variable, slots, "_momentums")
+
+
 # The Trainer: Keras's own data handling and compiled loss state ---------------
 
 def data_adapter(x, y=None, sample_weight=None, *, batch_size=None, steps_per_epoch=None,
@@ -457,6 +511,6 @@ for _function in (rate_object, renew_variable_list, step_counter, wrap_variable_
                   set_initial_epoch, data_adapter, train_validation_split, loss_tracker,
                   build_compiled_state, child_layers, metric_direction, default_strategy,
                   skips_gradient_reduction, gradients_already_reduced, logged_metric_names,
-                  running_callback_list, callback_model):
+                  running_callback_list, callback_model, moving_average_of, schedule_free_z):
     _function.__doc__ = _function.__doc__.replace("{checked}", CHECKED).replace(
-        "{checked_tf}", CHECKED_TF)
+        "{checked_tf}", CHECKED_TF).replace("{checked_averaging}", CHECKED_AVERAGING)

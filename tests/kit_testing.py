@@ -242,3 +242,54 @@ def assert_same_run(reference, resumed):
                                                    - len(resumed["epochs"]):]
     for a, b in zip(resumed["final_weights"], reference["final_weights"]):
         np.testing.assert_array_equal(np.array(a), np.array(b))
+
+
+# Optimizers that average the weights (use_ema=True, ScheduleFreeAdamW) ---------
+
+SCHEDULE_FREE = getattr(keras.optimizers, "ScheduleFreeAdamW", None)
+
+# Parametrize a test over both kinds of averaging: "ema" and "schedule_free"
+# (skipped, with the reason, on a Keras without ScheduleFreeAdamW).
+AVERAGING = [
+    pytest.param("ema", id="ema"),
+    pytest.param("schedule_free", id="schedule_free", marks=pytest.mark.skipif(
+        SCHEDULE_FREE is None,
+        reason=f"Keras {keras.__version__} has no keras.optimizers.ScheduleFreeAdamW")),
+]
+
+
+def averaging_optimizer(kind, learning_rate=None):
+    """``Adam(use_ema=True)`` with a short memory (``ema_momentum=0.9``, so a
+    few epochs of a small problem show a clear gap between the average and
+    the raw weights), or ``ScheduleFreeAdamW``. The default rates (0.05,
+    0.2) make :func:`overfit_data` over-fit within 40 epochs under every
+    backend (Keras's ScheduleFreeAdamW takes other steps on each)."""
+    if learning_rate is None:
+        learning_rate = 0.05 if kind == "ema" else 0.2
+    if kind == "ema":
+        return keras.optimizers.Adam(learning_rate, use_ema=True, ema_momentum=0.9)
+    return SCHEDULE_FREE(learning_rate)
+
+
+def averaged_model(kind, learning_rate=None):
+    """A small compiled model for :func:`overfit_data` (8 -> 4 relu -> 1, mse),
+    initialised from NumPy, with an averaging optimizer."""
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="relu"),
+                              keras.layers.Dense(1)])
+    numpy_initialized(model)
+    model.compile(averaging_optimizer(kind, learning_rate), "mse")
+    return model
+
+
+def fit_overfit(model, callbacks, epochs, **kwargs):
+    """``model.fit`` on :func:`overfit_data`: batches of 8, no shuffling,
+    validated every epoch."""
+    x, y, xv, yv = overfit_data()
+    return model.fit(x, y, batch_size=8, epochs=epochs, validation_data=(xv, yv),
+                     shuffle=False, verbose=0, callbacks=callbacks, **kwargs)
+
+
+def evaluate_overfit(model):
+    """The model's loss on :func:`overfit_data`'s validation half."""
+    _, _, xv, yv = overfit_data()
+    return float(model.evaluate(xv, yv, batch_size=8, verbose=0))

@@ -11,6 +11,7 @@ import time
 import warnings
 
 from kerastune_kit import _distribute
+from kerastune_kit import _evaluated_weights as evaluated
 from kerastune_kit import _keras_private as private
 from kerastune_kit._atomic import (
     check_writable_folder,
@@ -32,7 +33,7 @@ _LEGACY_POINTER = "checkpoint.json"  # format 1: a pointer to the current folder
 _KEEP = 2
 
 
-class BackupAndRestore(KitCallback):
+class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
     """Backs up the training state each epoch and resumes from it after a crash.
 
     Like ``keras.callbacks.BackupAndRestore``, and more complete: a backup
@@ -86,6 +87,11 @@ class BackupAndRestore(KitCallback):
     it). An exception ends ``model.fit`` without ``on_train_end``, so the
     backup stays. The kit's ``Trainer`` has its own ``backup_dir`` and
     refuses this callback.
+
+    With an averaging optimizer (``use_ema=True``, ``ScheduleFreeAdamW``)
+    validation inside the fit runs on the averaged weights and the model ends
+    on them, as with the kit's ``EarlyStopping``; the average travels in the
+    backup with the optimizer's other variables.
 
     Under several workers only the chief writes; every worker reads the
     chief's backup at ``on_train_begin``, so ``backup_dir`` must be on a file
@@ -206,6 +212,7 @@ class BackupAndRestore(KitCallback):
         self._pending = True
 
     def on_train_end(self, logs=None):
+        super().on_train_end(logs)  # the model ends on its evaluated weights first
         private.set_initial_epoch(self.model, None)
         if not self._chief:
             return

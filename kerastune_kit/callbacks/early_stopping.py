@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from kerastune_kit import _distribute
+from kerastune_kit import _evaluated_weights as evaluated
 from kerastune_kit._atomic import (
     check_suffix,
     check_writable_folder,
@@ -30,7 +31,7 @@ from kerastune_kit.callbacks.monitor_callback import MonitorCallback
 _SUFFIXES = (".keras", ".weights.h5")
 
 
-class EarlyStopping(MonitorCallback):
+class EarlyStopping(evaluated.ValidatesEvaluatedWeights, MonitorCallback):
     """Stops training when a metric stops improving, and can restore the best model.
 
     A drop-in for ``keras.callbacks.EarlyStopping``: ``monitor``,
@@ -46,7 +47,8 @@ class EarlyStopping(MonitorCallback):
     ``restore_best_weights=True`` the best epoch's weights are put back in
     every normal ending, as Keras 3.5+ does: stopped by this callback, by
     another callback, or epochs exhausted. Every addition of the kit is off
-    by default, so swapping the import changes nothing until you ask:
+    by default, so swapping the import changes nothing until you ask (except
+    with an averaging optimizer, see the table):
 
     * ``best_model_path`` (``.keras``: the whole model via ``model.save``;
       ``.weights.h5``: ``model.save_weights``) is written at each new best,
@@ -58,7 +60,8 @@ class EarlyStopping(MonitorCallback):
     * ``restore_from="disk"`` (with ``restore_best_weights=True``) keeps no
       copy of the weights in memory and restores from ``best_model_path``.
       Either way only the model's weights are restored; the optimizer keeps
-      its state of the last epoch, as with Keras. :meth:`restore_best` puts
+      its state of the last epoch, as with Keras, except that an average
+      (below) restarts at the restored weights. :meth:`restore_best` puts
       the best epoch back after an exception or Ctrl-C, which end
       ``model.fit`` without any hook (the kit's
       :class:`~kerastune_kit.Trainer` calls ``on_train_end`` after an
@@ -89,6 +92,9 @@ class EarlyStopping(MonitorCallback):
       falls back to ``best_model_path`` when the best epoch is older than the
       resume; without a path it can only restore a best epoch seen after the
       resume, and warns.
+    * With an averaging optimizer (``use_ema=True``, ``ScheduleFreeAdamW``)
+      the weights validated, kept, written and restored are the averaged
+      ones, the weights the model ends training on (``docs/averaged_weights.md``).
     * Under several workers every worker takes the same decisions (they see
       the same all-reduced logs); only the chief writes ``best_model_path``,
       the others write to a throw-away folder beside it (removed at the end)
@@ -127,6 +133,11 @@ class EarlyStopping(MonitorCallback):
     ``verbose=1``             prints ``Epoch 5: early       prints one line: why
                               stopping`` and the restored   training ended and which
                               epoch                         epoch was restored
+    ``use_ema=True``          validates the raw weights;    validates the average and
+                              restores the raw weights      restores it (the model ends
+                              over the average              on what was validated)
+    ``ScheduleFreeAdamW``     validates and restores the    validates and restores the
+                              training point ``y``          average ``x``; ends on it
     a later train begin       resets every counter          resets, unless a backup
                                                             restored the state
     ========================  ============================  ============================
@@ -276,6 +287,7 @@ class EarlyStopping(MonitorCallback):
             self._stop(epoch, "patience", value)
 
     def on_train_end(self, logs=None):
+        super().on_train_end(logs)  # the model ends on its evaluated weights first
         source = self._restore()
         self.summary = f"EarlyStopping: {self._ending()}; {self._restored(source)}."
         if self.verbose:
@@ -328,7 +340,7 @@ class EarlyStopping(MonitorCallback):
         self.best, self.best_tie = value, self._tie
         self.best_epoch = epoch
         if self.restore_best_weights and self.restore_from == "memory":
-            self.best_weights = self.model.get_weights()
+            self.best_weights = evaluated.evaluated_values(self.model)
             self._best_weights_epoch = epoch
         if self._write_path is not None:
             self._save_best()
@@ -348,10 +360,11 @@ class EarlyStopping(MonitorCallback):
 
     def _save_best(self):
         model = self.model
-        if self._write_path.endswith(".keras"):
-            replace_atomically(self._write_path, lambda temp: model.save(temp))
-        else:
-            replace_atomically(self._write_path, lambda temp: model.save_weights(temp))
+        with evaluated.evaluated_weights(model):
+            if self._write_path.endswith(".keras"):
+                replace_atomically(self._write_path, lambda temp: model.save(temp))
+            else:
+                replace_atomically(self._write_path, lambda temp: model.save_weights(temp))
 
     def restore_best(self) -> str | None:
         """Puts the best epoch's weights back now, e.g. after an exception or
@@ -385,10 +398,11 @@ class EarlyStopping(MonitorCallback):
         if not self.restore_best_weights or self.best is None:
             return None
         if self.best_weights is not None and self._best_weights_epoch == self.best_epoch:
-            self.model.set_weights(self.best_weights)
+            evaluated.put_back(self.model, self.best_weights)
             return "memory"
         if self._write_path is not None and os.path.exists(self._write_path):
             _load_model_weights(self.model, self._write_path)
+            evaluated.restart_averaging(self.model)
             return "disk"
         warnings.warn(
             f"EarlyStopping cannot restore the best epoch {self.best_epoch + 1}: its weights "

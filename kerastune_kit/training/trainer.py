@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerastune_kit import _evaluated_weights as evaluated
 from kerastune_kit import _keras_private as private
 from kerastune_kit import _optimizer
 from kerastune_kit._distribute import is_chief
@@ -96,6 +97,8 @@ class Trainer:
                                                               ``compute_metrics`` are)
     ``BackupAndRestore``         a callback                   ``backup_dir=`` (the
                                                               callbacks are refused)
+    ``use_ema=True``,            validates the raw weights;   validates the averaged
+    ``ScheduleFreeAdamW``        ScheduleFree ends on ``y``   weights and ends on them
     ===========================  ===========================  ===========================
 
     A run resumed from ``backup_dir`` ends bit for bit like an uninterrupted
@@ -334,6 +337,7 @@ class Trainer:
         shuffle = check_choice("shuffle", shuffle, (True, False, "batch"))
         callbacks = check_callbacks(callbacks)
         _refuse_backup_callbacks(callbacks)
+        evaluated.check_no_keras_swap(self.model, callbacks, "Trainer.fit")
         validation_split = _data.check_validation_split(validation_split)
         if validation_split and validation_data is None:  # as model.fit: data first
             (x, y, sample_weight), validation_data = _data.split_for_validation(
@@ -578,7 +582,8 @@ class Trainer:
                                   f" in epoch {epoch + 1}")
                 global_step += done
                 if val is not None and _should_validate(epoch, validation_freq):
-                    val_logs = self._run_test(val, callbacks)
+                    with evaluated.evaluated_weights(self.model):
+                        val_logs = self._run_test(val, callbacks)
                     epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
                 callbacks.on_epoch_end(epoch, epoch_logs)
                 logs = epoch_logs
@@ -588,7 +593,9 @@ class Trainer:
                 if stop:
                     break
             if start < epochs:
+                # As model.fit; then ScheduleFree's x, which Keras leaves out.
                 self.optimizer.finalize_variable_values(self.model.trainable_variables)
+                evaluated.finalize(self.model)
         except BaseException:
             _end_after_error(callbacks, logs)
             raise

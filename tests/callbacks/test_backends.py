@@ -11,10 +11,24 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from kit_testing import ScriptedLogs, lr_probe_model, weight
+from kit_testing import (
+    AVERAGING,
+    ScriptedLogs,
+    averaged_model,
+    evaluate_overfit,
+    fit_overfit,
+    lr_probe_model,
+    weight,
+)
 
 from kerastune_kit import schedules as S
-from kerastune_kit.callbacks import CurveBasedLR, DivergenceGuard, TimeBasedLR
+from kerastune_kit.callbacks import (
+    BackupAndRestore,
+    CurveBasedLR,
+    DivergenceGuard,
+    EarlyStopping,
+    TimeBasedLR,
+)
 
 BACKEND = keras.backend.backend()
 
@@ -118,6 +132,22 @@ def test_budget_stops_never_crash_under_async_batch_dispatch(unit):
         assert len(history.epoch) < 1000  # the budget ended it (no bound on the time:
         # a busy machine may take seconds to compile)
         assert np.isfinite(model.predict(x[:4], verbose=0)).all()
+
+
+@pytest.mark.parametrize("kind", AVERAGING)
+def test_averaged_weights_are_validated_and_restored_and_training_is_untouched(kind, tmp_path):
+    # Under JAX the trainer holds the weights in its own state during an
+    # epoch, torch updates them in place: the swap for validation must give
+    # every step the raw weights back, and the restore must reach the model.
+    model = averaged_model(kind, learning_rate=0.1)
+    stop = EarlyStopping(patience=2, restore_best_weights=True)
+    history = fit_overfit(model, [stop, BackupAndRestore(str(tmp_path / "backup"))],
+                          epochs=40)
+    assert stop.stop_reason == "patience"
+    assert evaluate_overfit(model) == pytest.approx(stop.best, rel=1e-5)
+    raw = fit_overfit(averaged_model(kind, learning_rate=0.1), [], epochs=len(history.epoch))
+    np.testing.assert_allclose(history.history["loss"], raw.history["loss"], rtol=1e-6)
+    assert not np.allclose(history.history["val_loss"], raw.history["val_loss"], rtol=1e-2)
 
 
 # Keras's own LR callbacks next to the kit's ----------------------------------

@@ -13,7 +13,18 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from kit_testing import CrashAfter, ScriptedLogs, assert_same_run, fit_probe, kill_chain, steps_in
+from kit_testing import (
+    AVERAGING,
+    CrashAfter,
+    ScriptedLogs,
+    assert_same_run,
+    averaged_model,
+    evaluate_overfit,
+    fit_overfit,
+    fit_probe,
+    kill_chain,
+    steps_in,
+)
 
 from kerastune_kit import schedules as S
 from kerastune_kit.callbacks import BackupAndRestore, EarlyStopping, KitCallback, TimeBasedLR
@@ -312,3 +323,49 @@ def test_keras_argument_names_are_accepted(tmp_path, kwargs, kept):
     assert os.path.isdir(backup_dir) == kept
     if kept:
         assert len([n for n in os.listdir(backup_dir) if n.startswith("backup-")]) == 2
+
+
+# Averaged weights: use_ema=True and ScheduleFreeAdamW ------------------------------
+
+
+@pytest.mark.parametrize("kind", AVERAGING)
+def test_alone_it_validates_and_ends_on_the_averaged_weights(kind, tmp_path):
+    raw = fit_overfit(averaged_model(kind), [], epochs=6)
+    stop = fit_overfit(averaged_model(kind), [EarlyStopping(patience=100)], epochs=6)
+    model = averaged_model(kind)
+    backup = fit_overfit(model, [BackupAndRestore(str(tmp_path / "backup"))], epochs=6)
+    # The same validation as EarlyStopping's, on the average, not the raw weights.
+    np.testing.assert_array_equal(backup.history["val_loss"], stop.history["val_loss"])
+    assert not np.allclose(backup.history["val_loss"], raw.history["val_loss"], rtol=1e-2)
+    # The model ends on the weights it last validated.
+    assert evaluate_overfit(model) == pytest.approx(backup.history["val_loss"][-1], rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", AVERAGING)
+def test_a_resumed_run_with_averaging_ends_like_an_uninterrupted_one(kind, tmp_path):
+    def run(backup_dir, crash_after=None):
+        stop = EarlyStopping(patience=3, restore_best_weights=True)
+        callbacks = [stop, BackupAndRestore(str(tmp_path / backup_dir))]
+        if crash_after is not None:
+            callbacks.append(CrashAfter(crash_after))
+        model = averaged_model(kind)
+        history = fit_overfit(model, callbacks, epochs=40)
+        return model, stop, history
+
+    reference, reference_stop, _ = run("reference")
+    assert reference_stop.stop_reason == "patience"
+    # A crash after the best epoch: its weights travel in the backup.
+    crash = reference_stop.best_epoch + 1
+    with pytest.raises(RuntimeError, match="crash"):
+        run("backup", crash_after=crash)
+    model, stop, history = run("backup")
+    assert history.epoch[0] == crash  # resumed where the backup was written
+    assert (stop.best_epoch, stop.best, stop.stopped_epoch) == (
+        reference_stop.best_epoch, reference_stop.best, reference_stop.stopped_epoch)
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # ... the optimizer's average included: it travels in the backup.
+    for a, b in zip(model.optimizer.variables, reference.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # The best weights restored are the ones whose validation was best.
+    assert evaluate_overfit(model) == pytest.approx(stop.best, rel=1e-5)

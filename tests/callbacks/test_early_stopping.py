@@ -14,8 +14,18 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from kit_testing import CountEpochs, CrashAfter, ScriptedLogs, overfit_data, overfit_model
+from kit_testing import (
+    AVERAGING,
+    SCHEDULE_FREE,
+    CountEpochs,
+    CrashAfter,
+    ScriptedLogs,
+    averaged_model,
+    overfit_data,
+    overfit_model,
+)
 
+from kerastune_kit import _evaluated_weights, _keras_private
 from kerastune_kit.callbacks import EarlyStopping, MissingMonitorError
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "_scripts")
@@ -575,3 +585,173 @@ def test_tie_breaker_decides_between_equal_values_and_resets_patience():
 def test_a_tie_breaker_of_unknown_direction_is_refused():
     with pytest.raises(ValueError, match="tie_breaker.*'val_thing'"):
         EarlyStopping(monitor="val_accuracy", tie_breaker="val_thing")
+
+
+# Averaged weights: use_ema=True and ScheduleFreeAdamW ------------------------------
+#
+# The weights a user keeps are the optimizer's average (Keras writes use_ema's
+# into the model at the end of fit; ScheduleFree's is x). The kit validates,
+# keeps and restores those; Keras validates the raw ones and restores them.
+
+
+def test_validation_sees_the_moving_average_as_with_keras_swap_ema_weights():
+    swapped, _ = fit_overfit(averaged_model("ema"),
+                             [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)], epochs=8)
+    raw, _ = fit_overfit(averaged_model("ema"), [], epochs=8)
+    kit, _ = fit_overfit(averaged_model("ema"), [EarlyStopping(patience=100)], epochs=8)
+    # SwapEMAWeights swaps by adding and subtracting: float32 rounding.
+    np.testing.assert_allclose(kit.history["val_loss"], swapped.history["val_loss"],
+                               rtol=1e-5)
+    # Plain Keras validates the raw weights: another curve.
+    assert not np.allclose(kit.history["val_loss"], raw.history["val_loss"], rtol=1e-2)
+    # The training itself is the same: the raw weights come back after validation.
+    np.testing.assert_array_equal(kit.history["loss"], raw.history["loss"])
+
+
+@pytest.mark.parametrize("kind", AVERAGING)
+def test_keras_restores_raw_weights_the_kit_the_averaged_ones_it_validated(kind):
+    model = averaged_model(kind)
+    keras_stop = keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True)
+    _, raw = fit_overfit(model, [keras_stop], epochs=40)
+    assert 0 < keras_stop.stopped_epoch < 39
+    # Keras 3.15: the raw weights of its best epoch (it validated them), put
+    # over the average that finalize_variable_values wrote (use_ema) or that
+    # Keras never puts in (ScheduleFree's x).
+    assert_same_weights(model.get_weights(), raw.weights[keras_stop.best_epoch])
+    assert val_loss(model) == pytest.approx(keras_stop.best, rel=1e-5)
+    average = _evaluated_weights.evaluated_values(model)
+    assert not np.allclose(model.get_weights()[0], average[0], atol=1e-3)
+
+    model = averaged_model(kind)
+    stop = EarlyStopping(patience=2, restore_best_weights=True)
+    history, raw = fit_overfit(model, [stop], epochs=40)
+    assert stop.stop_reason == "patience"
+    assert stop.best == history.history["val_loss"][stop.best_epoch]
+    # The model holds the weights whose validation was best...
+    assert val_loss(model) == pytest.approx(stop.best, rel=1e-5)
+    # ... which are not the raw weights of that epoch.
+    assert not np.allclose(model.get_weights()[0], raw.weights[stop.best_epoch][0],
+                           atol=1e-3)
+
+
+@pytest.mark.skipif(SCHEDULE_FREE is None, reason="this Keras has no ScheduleFreeAdamW")
+def test_schedule_free_training_ends_on_x_which_keras_never_puts_in():
+    plain = averaged_model("schedule_free")
+    fit_overfit(plain, [], epochs=6)
+    y = plain.get_weights()
+    z = [_keras_private.schedule_free_z(plain.optimizer, v).numpy() for v in plain.weights]
+    beta = plain.optimizer.beta_1
+    x = [(a - (1 - beta) * b) / beta for a, b in zip(y, z)]
+
+    model = averaged_model("schedule_free")
+    history, _ = fit_overfit(model, [EarlyStopping(patience=100)], epochs=6)
+    for got, expected in zip(model.get_weights(), x):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # The model ends on the weights it last validated; Keras on others.
+    assert val_loss(model) == pytest.approx(history.history["val_loss"][-1], rel=1e-5)
+    assert val_loss(plain) != pytest.approx(val_loss(model), rel=1e-3)
+
+
+@pytest.mark.parametrize("kind", AVERAGING)
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_best_model_path_holds_and_restores_the_averaged_weights(kind, suffix, tmp_path):
+    path = str(tmp_path / f"best{suffix}")
+    stop = EarlyStopping(patience=2, restore_best_weights=True, best_model_path=path,
+                         restore_from="disk")
+    model = averaged_model(kind)
+    fit_overfit(model, [stop], epochs=40)
+    assert stop.stop_reason == "patience"
+    assert val_loss(model) == pytest.approx(stop.best, rel=1e-5)
+    if suffix == ".keras":
+        loaded = keras.models.load_model(path)
+    else:
+        loaded = averaged_model(kind)
+        loaded.optimizer.build(loaded.trainable_variables)  # the file holds its variables
+        loaded.load_weights(path)
+    assert val_loss(loaded) == pytest.approx(stop.best, rel=1e-5)
+
+
+class RestoreBestAt(keras.callbacks.Callback):
+    """Calls ``stop.restore_best()`` at the end of ``epoch`` (after ``stop``'s
+    own epoch end, as CurveBasedLR's rollback does) and records the model."""
+
+    def __init__(self, stop, epoch):
+        super().__init__()
+        self.stop, self.epoch = stop, epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.source = self.stop.restore_best()
+            self.best = self.stop.best
+            self.weights = self.model.get_weights()
+            self.evaluated = _evaluated_weights.evaluated_values(self.model)
+
+
+@pytest.mark.parametrize("kind", AVERAGING)
+def test_restore_best_during_training_restarts_the_average_there(kind):
+    stop = EarlyStopping(patience=100, restore_best_weights=True)
+    restore = RestoreBestAt(stop, epoch=6)
+    model = averaged_model(kind)
+    history, _ = fit_overfit(model, [stop, restore], epochs=9)
+    assert restore.source == "memory"
+    copy = averaged_model(kind)
+    copy.set_weights(restore.weights)
+    assert val_loss(copy) == pytest.approx(restore.best, rel=1e-5)
+    # The average restarted at the restored weights: evaluated now, they
+    # are those weights (the old average would be the last epoch's).
+    assert_same_weights(restore.evaluated, restore.weights)
+    # Training went on from there, and still ends on what it validated.
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert val_loss(model) == pytest.approx(stop.best, rel=1e-5)
+    assert history.history["val_loss"][7] != pytest.approx(history.history["val_loss"][6])
+
+
+def test_keras_swap_ema_weights_beside_it_is_refused():
+    with pytest.raises(ValueError, match=r"(?s)EarlyStopping already validates.*"
+                                         r"Remove SwapEMAWeights"):
+        fit_overfit(averaged_model("ema"), [keras.callbacks.SwapEMAWeights(),
+                                            EarlyStopping(patience=2)], epochs=2)
+
+
+class InterruptValidation(keras.callbacks.Callback):
+    """Placed before EarlyStopping: records the raw weights as validation
+    begins, and raises KeyboardInterrupt inside the validation of ``epoch``
+    (after every on_test_begin, before any on_test_end)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch, self.current = epoch, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_test_begin(self, logs=None):
+        self.raw = self.model.get_weights()
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self.current == self.epoch:
+            raise KeyboardInterrupt
+
+
+class WeightsAtTrainBegin(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.weights = self.model.get_weights()
+
+
+@pytest.mark.parametrize("then", ["restore_best", "fit again"])
+def test_ctrl_c_inside_validation_leaves_no_swapped_weights_behind(then):
+    model = averaged_model("ema")
+    stop = EarlyStopping(patience=100, restore_best_weights=True)
+    interrupt = InterruptValidation(epoch=3)
+    with pytest.raises(KeyboardInterrupt):
+        fit_overfit(model, [interrupt, stop], epochs=6)
+    # model.fit called no on_test_end: the model holds the average.
+    assert not np.allclose(model.get_weights()[0], interrupt.raw[0])
+    if then == "restore_best":
+        assert stop.restore_best() == "memory"
+        assert val_loss(model) == pytest.approx(stop.best, rel=1e-5)
+        return
+    # The next fit with a kit callback starts from the raw weights again.
+    begin = WeightsAtTrainBegin()
+    fit_overfit(model, [EarlyStopping(patience=100), begin], epochs=1)
+    assert_same_weights(begin.weights, interrupt.raw)

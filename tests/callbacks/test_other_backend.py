@@ -46,3 +46,10 @@ def test_early_stopping_restores_best(jax_run):
     got, expected, best_epoch, reason = jax_run["early"]
     assert (best_epoch, reason) == (1, "patience")
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_early_stopping_restores_the_moving_average_it_validated(jax_run):
+    restored, best, reason, logged, raw = jax_run["ema"]
+    assert reason == "patience" and best == logged
+    assert restored == pytest.approx(best, rel=1e-5)
+    assert raw != pytest.approx(best, rel=1e-2)  # the raw weights validate otherwise

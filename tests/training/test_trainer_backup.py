@@ -8,8 +8,10 @@ import os
 import keras
 import numpy as np
 import pytest
+from kit_testing import AVERAGING, CrashAfter, averaged_model, overfit_data
 
 from kerastune_kit import Trainer
+from kerastune_kit.callbacks import EarlyStopping
 
 
 def trainer(units=1):
@@ -22,8 +24,6 @@ def fit(t, backup_dir, epochs, crash_after=None):
     x = np.ones((8, 2), "float32")
     callbacks = []
     if crash_after is not None:
-        from kit_testing import CrashAfter
-
         callbacks.append(CrashAfter(crash_after))
     return t.fit(x, x[:, :1] if t.model.output_shape[-1] == 1 else x, batch_size=4,
                  epochs=epochs, verbose=0, shuffle=False, backup_dir=backup_dir,
@@ -109,3 +109,32 @@ def test_another_runs_checkpoint_is_refused(tmp_path):
     # Nothing of it was touched.
     assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(backup_dir, "*.index"))) \
         == ["ckpt-2.index", "ckpt-3.index"]
+
+
+@pytest.mark.parametrize("kind", AVERAGING)
+def test_a_resumed_run_with_averaging_ends_like_an_uninterrupted_one(tmp_path, kind):
+    x, y, xv, yv = overfit_data()
+
+    def run(backup_dir, crash_after=None):
+        stop = EarlyStopping(patience=2, restore_best_weights=True)
+        callbacks = [stop] + ([] if crash_after is None else [CrashAfter(crash_after)])
+        trainer = Trainer(averaged_model(kind, learning_rate=0.2))
+        history = trainer.fit(x, y, batch_size=8, epochs=40, validation_data=(xv, yv),
+                              shuffle=False, verbose=0, callbacks=callbacks,
+                              backup_dir=str(tmp_path / backup_dir))
+        return trainer, stop, history
+
+    reference, reference_stop, _ = run("reference")
+    assert reference_stop.stop_reason == "patience"
+    crash = reference_stop.best_epoch + 1  # the best weights travel in the backup
+    with pytest.raises(RuntimeError, match="crash"):
+        run("backup", crash_after=crash)
+    trainer, stop, history = run("backup")
+    assert history.epoch[0] == crash
+    assert (stop.best_epoch, stop.best) == (reference_stop.best_epoch, reference_stop.best)
+    for a, b in zip(trainer.model.get_weights(), reference.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(trainer.optimizer.variables, reference.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert trainer.evaluate(xv, yv, batch_size=8, verbose=0)["loss"] == pytest.approx(
+        stop.best, rel=1e-5)

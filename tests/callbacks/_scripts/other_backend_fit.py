@@ -15,7 +15,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from kit_testing import ScriptedLogs, lr_probe_model, weight  # noqa: E402
+from kit_testing import (  # noqa: E402
+    ScriptedLogs,
+    averaged_model,
+    evaluate_overfit,
+    fit_overfit,
+    lr_probe_model,
+    weight,
+)
 
 from kerastune_kit import schedules as S  # noqa: E402
 from kerastune_kit.callbacks import CurveBasedLR, EarlyStopping, TimeBasedLR  # noqa: E402
@@ -54,4 +61,12 @@ early = EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
 model.fit(x, x, batch_size=8, epochs=5, verbose=0,
           callbacks=[ScriptedLogs([3.0, 2.0, 2.5, 2.6, 2.7]), early])
 out["early"] = [moved(model), 8 * 0.01, early.best_epoch, early.stop_reason]
+
+# use_ema: validation on the moving average, which is what is restored.
+model = averaged_model("ema")
+early = EarlyStopping(patience=2, restore_best_weights=True)
+history = fit_overfit(model, [early], epochs=40)
+raw = fit_overfit(averaged_model("ema"), [], epochs=early.best_epoch + 1)
+out["ema"] = [evaluate_overfit(model), early.best, early.stop_reason,
+              history.history["val_loss"][early.best_epoch], raw.history["val_loss"][-1]]
 print(json.dumps(out))
