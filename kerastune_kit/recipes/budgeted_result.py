@@ -22,8 +22,8 @@ class BudgetedResult:
         monitor: what chose the best epoch, e.g. ``"val_accuracy"``.
         stop_reason: a key of
             :data:`~kerastune_kit.callbacks.stop_reason.STOP_REASONS`:
-            ``"budget"``, ``"patience"`` (the validation curve had turned),
-            ``"divergence"`` or ``"nonfinite"``.
+            ``"budget"``, ``"divergence"``, ``"nonfinite"`` or ``"callback"``
+            (a callback of ``callbacks=`` stopped it).
         learning_rate: the peak rate and how it was chosen: ``"peak"``,
             ``"source"`` (``"optimizer"`` or ``"search"``), ``"reason"``
             and, when a search ran, ``"low"``, ``"high"``, ``"steps"`` and

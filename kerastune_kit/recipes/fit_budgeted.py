@@ -42,7 +42,7 @@ _PEAK_CLIP = 3.0             # and overrides that rate only when off by more tha
 _VALIDATIONS = 100           # at most, over the budget
 _VALIDATION_SHARE = 0.2      # of the time, at most
 _PATIENCE = 0.1             # of the validations the budget allows, without a new best: a cut
-_CUTS = 3                    # fruitless cuts before the stop
+_NO_STOP = 2**31 - 1         # EarlyStopping keeps the best; the budget ends training
 
 
 def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=None,
@@ -53,16 +53,17 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
     """Trains a compiled model for a wall-clock budget and keeps its best epoch.
 
     The recipe chooses the learning-rate schedule, how often to validate and
-    when to stop: a warmup and a linear decay to zero at the end of the
-    budget (:class:`~kerastune_kit.callbacks.TimeBasedLR`), peaking at the
-    optimizer's rate unless a short LR range test finds it more than 3x off;
-    epochs sized so that validation takes at most a fifth of the time, each
-    validated; the best epoch kept (:class:`~kerastune_kit.callbacks.
+    which epoch to keep: a warmup and a linear decay to zero at the end of
+    the budget (:class:`~kerastune_kit.callbacks.TimeBasedLR`), peaking at
+    the optimizer's rate unless a short LR range test finds it more than 3x
+    off; epochs sized so that validation takes at most a fifth of the time,
+    each validated; the best epoch kept (:class:`~kerastune_kit.callbacks.
     EarlyStopping`); back to it with half the rate when the validation
-    curve stalls (:class:`~kerastune_kit.callbacks.CurveBasedLR`) and a stop
-    when it has clearly turned; a :class:`~kerastune_kit.callbacks.
-    DivergenceGuard`. All wall-clock time counts, compiling included, and
-    the call ends within the budget. Everything the recipe changes on the
+    curve stalls (:class:`~kerastune_kit.callbacks.CurveBasedLR`); a
+    :class:`~kerastune_kit.callbacks.DivergenceGuard`. Training runs until
+    the budget is spent (or the loss is no longer finite); all wall-clock
+    time counts, compiling included, and the call ends within the budget.
+    Everything the recipe changes on the
     model (the optimizer's rate, ``steps_per_execution``) is given back; the
     model holds the best epoch's weights. ``docs/budgeted_recipe.md`` gives
     the reasons and the measurements.
@@ -158,7 +159,9 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
         timed.factor = learning_rate["peak"]
         # Of two epochs with the same accuracy the better converged one wins.
         tie = "val_loss" if monitor != "val_loss" and "loss" in logs else None
-        best = EarlyStopping(monitor, mode=mode, patience=patience * (_CUTS + 1),
+        # No stop by patience: one cut the final decay short, on a best epoch that
+        # was a spike of the validation noise (docs/budgeted_recipe.md).
+        best = EarlyStopping(monitor, mode=mode, patience=_NO_STOP,
                              restore_best_weights=True, best_model_path=best_model_path,
                              stop_on_nonfinite=True, tie_breaker=tie)
         curve = CurveBasedLR(monitor, mode=mode, patience=patience, min_delta=0.0,

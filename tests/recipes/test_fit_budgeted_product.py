@@ -264,3 +264,20 @@ def test_the_docstring_is_keras_sized():
     assert len(lines) <= 70
     assert os.path.exists(os.path.join(os.path.dirname(__file__), "..", "..", "docs",
                                        "budgeted_recipe.md"))
+
+
+def test_training_runs_to_the_budget_through_a_stalled_curve():
+    # Validation labels unrelated to the images: the curve stalls from the start.
+    # The recipe cuts the rate and goes back to the best epoch again and again,
+    # but only the budget ends training (a stop by patience cut the final decay
+    # short), and the model holds the best epoch.
+    x, y, xv, _ = digits()
+    noise = np.random.default_rng(1).integers(0, 10, len(xv)).astype("int32")
+    model = mlp()
+    result = fit_budgeted(model, x, y, budget_seconds=3 * BUDGET, validation_data=(xv, noise),
+                          verbose=0, clock=TickClock())
+    cuts = [e["epoch"] for e in result.events if e.get("kind") == "lr_cut"]
+    assert result.stop_reason == "budget"
+    assert len(cuts) >= 3 and all(e > result.best_epoch for e in cuts)
+    values = result.history.history["val_accuracy"]
+    assert result.best_value == max(values) == values[result.best_epoch]
