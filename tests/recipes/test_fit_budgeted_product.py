@@ -277,7 +277,8 @@ def test_training_runs_to_the_budget_through_a_stalled_curve():
     result = fit_budgeted(model, x, y, budget_seconds=3 * BUDGET, validation_data=(xv, noise),
                           verbose=0, clock=TickClock())
     cuts = [e["epoch"] for e in result.events if e.get("kind") == "lr_cut"]
-    assert result.stop_reason == "budget"
-    assert len(cuts) >= 3 and all(e > result.best_epoch for e in cuts)
     values = result.history.history["val_accuracy"]
+    assert result.stop_reason == "budget"
+    # Three cuts mean three stalls of the curve; training went on past them.
+    assert len(cuts) >= 3 and len(values) > cuts[2] + 1
     assert result.best_value == max(values) == values[result.best_epoch]
