@@ -1,7 +1,7 @@
 """kerastune_kit: the training-tuning toolkit for Keras 3 on TensorFlow.
 
 Submodules: ``schedules``, ``callbacks``, ``regularizers``, ``tuning``,
-``training``, ``plotting``, ``recipes`` (``fit_budgeted``). They are imported on first use, so the
+``training``, ``plotting``, ``recipes`` (``fit_budgeted``); ``search`` is in ``tuning``. They are imported on first use, so the
 ``kerastune-kit`` command answers ``--help`` and usage errors at once.
 """
 
@@ -20,6 +20,8 @@ _NAMES = {
     "BudgetedResult": "kerastune_kit.recipes",
     "Trainer": "kerastune_kit.training",
     "find_lr": "kerastune_kit.tuning",
+    "search": "kerastune_kit.tuning",
+    "SearchResult": "kerastune_kit.tuning",
     "TimeBasedLR": "kerastune_kit.callbacks",
     "CurveBasedLR": "kerastune_kit.callbacks",
     "DivergenceGuard": "kerastune_kit.callbacks",

@@ -1,4 +1,4 @@
-"""The ``kerastune-kit`` command: ``demo``, ``find-lr`` and ``plot``."""
+"""The ``kerastune-kit`` command: ``demo``, ``find-lr``, ``plot`` and ``search``."""
 
 from __future__ import annotations
 
@@ -137,6 +137,71 @@ _EPOCHS_NOTE = ("Epoch numbers in the terminal, the PNG, summary.json and the Te
                 "texts are 1-based, like Keras's progress bar.")
 
 
+def _search(args, parser) -> int:
+    _quiet_tensorflow()
+    script = _search_script(parser, args.script)
+    import optuna
+
+    from kerastune_kit.tuning import search
+    from kerastune_kit.tuning.search import _probe
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = _storage(parser, args.storage, args.heartbeat_seconds)
+    x, y, validation_data = script.data()
+    _, mode = _probe(script.build, validation_data, args.batch_size, args.monitor, optuna)
+    study = optuna.create_study(
+        storage=storage, study_name=args.study, load_if_exists=True,
+        direction="maximize" if mode == "max" else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=args.seed), pruner=optuna.pruners.NopPruner())
+    search(script.build, x, y, budget_seconds=args.budget_seconds,
+           validation_data=validation_data, batch_size=args.batch_size, study=study,
+           directory=args.directory, monitor=args.monitor, verbose=args.verbose)
+    return 0
+
+
+def _search_script(parser, path: str):
+    """The user's script as a module, with its ``build`` and ``data``."""
+    import importlib.util
+
+    if not os.path.isfile(path):
+        parser.error(f"SCRIPT {path!r} is not a file")
+    spec = importlib.util.spec_from_file_location("kerastune_kit_search_script", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    spec.loader.exec_module(module)
+    missing = [name for name in ("build", "data") if not callable(getattr(module, name, None))]
+    if missing:
+        parser.error(f"SCRIPT {path!r} must define build(trial) (returning a compiled model) "
+                     f"and data() (returning x, y, validation_data); it lacks "
+                     f"{' and '.join(missing)}")
+    return module
+
+
+def _storage(parser, url: str | None, heartbeat_seconds: float):
+    """The Optuna storage of ``--storage``: a database URL (with a heartbeat,
+    so a dead worker's trial is failed and run again) or a journal file."""
+    import optuna
+
+    if url is None:
+        return None
+    try:
+        if "://" not in url:
+            journal = optuna.storages.journal
+            return journal.JournalStorage(journal.JournalFileBackend(url))
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=max(1, round(heartbeat_seconds)),
+                grace_period=max(2, round(3 * heartbeat_seconds)),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=3))
+    except Exception as error:  # noqa: BLE001 - SQLAlchemy's, the driver's, the OS's
+        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        parser.error(f"--storage {url!r} cannot be opened: {type(error).__name__}: {first}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``kerastune-kit``."""
     from kerastune_kit import __version__
@@ -195,6 +260,37 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("-o", "--output", default="curves.png",
                       help="the image to write; its extension picks the format")
     plot.set_defaults(func=_plot, parser=plot)  # errors show its usage
+
+    find = sub.add_parser(
+        "search", formatter_class=defaults,
+        help="a budgeted hyper-parameter search (kerastune_kit.search) on Optuna",
+        description="Runs kerastune_kit.search on SCRIPT.py, which defines build(trial) "
+        "(returning a compiled model) and data() (returning x, y, validation_data). Run the "
+        "same command on several processes or machines to join one study: they share its "
+        "budget. Trials' curves and parameters go to TensorBoard under DIRECTORY/trial-N.")
+    find.add_argument("script", metavar="SCRIPT.py", help="defines build(trial) and data()")
+    find.add_argument("--budget-seconds", type=_positive_float, required=True,
+                      help="the whole search's wall-clock budget, shared by its workers")
+    find.add_argument("--storage", default=None,
+                      help="an Optuna storage: a database URL (postgresql+psycopg://..., "
+                      "several machines; sqlite:///... for one process only) or a journal "
+                      "file path (several processes on one machine); none: in memory")
+    find.add_argument("--study", default=None,
+                      help="the study's name in the storage (created if new)")
+    find.add_argument("--directory", default="runs/search",
+                      help="the trials' TensorBoard curves and best.keras")
+    find.add_argument("--batch-size", type=_positive_int, default=32,
+                      help="examples per training step")
+    find.add_argument("--monitor", default=None,
+                      help="validation metric to rank trials by; none: the first accuracy, "
+                      "else val_loss")
+    find.add_argument("--seed", type=int, default=None, help="seeds the TPE sampler")
+    find.add_argument("--heartbeat-seconds", type=_positive_float, default=10.0,
+                      help="with a database: how often a worker beats; a trial without a "
+                      "beat for 3x as long is failed and run again")
+    find.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                      help="0 silent, 1 a progress bar, 2 a line per trial")
+    find.set_defaults(func=_search, parser=find)  # errors show its usage
     return parser
 
 
