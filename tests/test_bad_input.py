@@ -229,6 +229,10 @@ def _compiled_model():
     return model
 
 
+def _search_build(trial):
+    return _compiled_model()
+
+
 def _sgd():
     return keras.optimizers.SGD(0.1)
 
@@ -242,10 +246,12 @@ class Target:
     it; ``named`` the word the message must contain instead of the argument.
     """
 
-    def __init__(self, fn, valid=None, callables=(), allowed=None, named=None, extra=None):
+    def __init__(self, fn, valid=None, callables=(), allowed=None, named=None, extra=None,
+                 trains=False):
         self.fn, self.valid = fn, valid or (lambda tmp_path: {})
         self.callables, self.allowed = set(callables), allowed or {}
         self.named, self.extra = named or {}, extra or {}
+        self.trains = trains  # the valid call trains for seconds: the fuzz only refuses
 
 
 # Legitimately broad arguments (skipped bad values and why):
@@ -321,6 +327,15 @@ TARGETS = {
                       # ``x`` and ``y`` are anything model.fit accepts; model.fit checks them.
                       allowed={"x": {label for label, _ in BAD_VALUES},
                                "y": {label for label, _ in BAD_VALUES}}),
+    # A search runs for budget_seconds: its bad arguments are refused before the probe.
+    "search": Target(tuning.search, lambda t: {
+        "build": _search_build, "x": np.zeros((40, 2), "float32"),
+        "y": np.zeros((40, 1), "float32"), "budget_seconds": 5.0,
+        "validation_split": 0.25, "directory": str(t / "search")},
+        callables={"build", "clock"}, trains=True,
+        allowed={"x": {label for label, _ in BAD_VALUES},  # fit_budgeted's checks
+                 "y": {label for label, _ in BAD_VALUES}, "study": {"None"},
+                 "validation_data": {"None"}, "callbacks": {"[]"}}),
 }
 
 # Public names that are not constructors with arguments to fuzz, and why.
@@ -336,8 +351,8 @@ NOT_FUZZED = {
     # Base classes (their arguments are fuzzed through the subclasses), an exception, a
     # query on a model, a constant.
     "KitCallback", "MonitorCallback", "MissingMonitorError", "kit_callbacks", "STRATEGY_NAMES",
-    # find_lr's result, built by find_lr from checked values.
-    "LRFinderResult",
+    # find_lr's and search's results, built from checked values.
+    "LRFinderResult", "SearchResult",
 }
 
 
@@ -381,7 +396,8 @@ def _bad_values(target, parameter, valid):
 def test_constructor_rejects_bad_argument(label, argument, tmp_path):
     target = TARGETS[label]
     parameter = inspect.signature(target.fn).parameters[argument]
-    target.fn(**target.valid(tmp_path))  # the valid arguments are valid
+    if not target.trains:
+        target.fn(**target.valid(tmp_path))  # the valid arguments are valid
     # The message names the argument (`name`, `name[i]` or name=), or the word given for it.
     words = [target.named[argument]] if argument in target.named else [
         f"`{argument}`", f"`{argument}[", f"{argument}="]

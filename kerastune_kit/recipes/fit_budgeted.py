@@ -33,7 +33,7 @@ from kerastune_kit.recipes import _inputs
 from kerastune_kit.recipes._progress import BudgetProgress
 from kerastune_kit.recipes.budgeted_result import BudgetedResult
 from kerastune_kit.schedules import LinearDecay, Warmup
-from kerastune_kit.tuning import LRRangeTest
+from kerastune_kit.tuning.lr_range_test import LRRangeTest
 
 _LENGTH, _WARMUP = 1000, 50  # schedule positions: a warmup over the first 5%
 _SEARCH_SHARE = 0.05         # of the budget, at most, for the LR range test

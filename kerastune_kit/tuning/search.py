@@ -91,17 +91,19 @@ def search(build: Callable, x, y=None, *, budget_seconds: float, validation_data
     Example:
 
     ```python
+    import kerastune_kit
+
     def build(trial):
         model = keras.Sequential([
-            keras.Input((64,)),
-            keras.layers.Dense(trial.suggest_int("units", 16, 128), activation="relu"),
-            keras.layers.Dense(10)])
+            keras.Input((8,)),
+            keras.layers.Dense(trial.suggest_int("units", 4, 32), activation="relu"),
+            keras.layers.Dense(3)])
         model.compile(keras.optimizers.Adam(trial.suggest_float("lr", 1e-4, 1e-2, log=True)),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
         return model
 
-    result = kerastune_kit.search(build, x, y, budget_seconds=60, validation_split=0.2,
+    result = kerastune_kit.search(build, x, y, budget_seconds=10, validation_split=0.2,
                                   verbose=0)
     result.best_params, result.best_value   # result.best_model is restored
     ```
@@ -117,6 +119,11 @@ def search(build: Callable, x, y=None, *, budget_seconds: float, validation_data
     extra = check_callbacks(callbacks)
     if seed is not None:
         seed = check_int("seed", seed)
+    if monitor is not None and (not isinstance(monitor, str) or not monitor):
+        raise ValueError(f"`monitor` must be a metric name as Keras logs it, such as "
+                         f"'val_accuracy', or None; got {monitor!r}.")
+    if clock is not None:
+        check_callable("clock", clock)
     if study is not None and not isinstance(study, optuna.Study):
         raise ValueError(f"`study` must be an optuna.Study or None, got {study!r}.")
     if study is not None and len(study.directions) != 1:
