@@ -163,15 +163,19 @@ def keras_tuner_params(hp, kind):
 
 
 class Deadline(keras.callbacks.Callback):
-    """Stops the fit at the first batch end past ``deadline`` (time.monotonic)."""
+    """Stops the fit at the first batch end past ``deadline`` (time.monotonic),
+    and at an epoch end past it (else an epoch whose validation ends after
+    the deadline is followed by one batch of the next and its validation)."""
 
     def __init__(self, deadline):
         super().__init__()
         self.deadline = deadline
 
-    def on_train_batch_end(self, batch, logs=None):
+    def _check(self, *args, **kwargs):
         if time.monotonic() >= self.deadline:
             self.model.stop_training = True
+
+    on_train_batch_end = on_epoch_end = _check
 
 
 def _early_stopping():

@@ -1,7 +1,8 @@
 """kerastune_kit: the training-tuning toolkit for Keras 3 on TensorFlow.
 
-Submodules: ``schedules``, ``callbacks``, ``regularizers``, ``tuning``,
-``training``, ``plotting``, ``recipes`` (``fit_budgeted``); ``search`` is in ``tuning``. They are imported on first use, so the
+Submodules: ``schedules``, ``callbacks``, ``regularizers``, ``tuning``
+(``search``, ``find_lr``), ``training``, ``plotting``, ``recipes``
+(``fit_budgeted``). They are imported on first use, so the
 ``kerastune-kit`` command answers ``--help`` and usage errors at once.
 """
 

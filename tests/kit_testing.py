@@ -3,6 +3,7 @@
 import functools
 
 import keras
+import numpy as np
 import pytest
 from keras import ops
 
@@ -66,8 +67,6 @@ def steps_in(model):
 
 def fit_probe(model, callbacks, epochs):
     """One step an epoch of a probe model: input 1, batch 4, no shuffling."""
-    import numpy as np
-
     x = np.ones((4, 1), "float32")
     return model.fit(x, x, batch_size=4, epochs=epochs, verbose=0, shuffle=False,
                      callbacks=callbacks)
@@ -293,3 +292,14 @@ def evaluate_overfit(model):
     """The model's loss on :func:`overfit_data`'s validation half."""
     _, _, xv, yv = overfit_data()
     return float(model.evaluate(xv, yv, batch_size=8, verbose=0))
+
+
+def digits(n_val=300):
+    """scikit-learn's digits, shuffled once: ``(x, y, x_val, y_val)``, 64 features."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    order = np.random.default_rng(0).permutation(len(d.target))
+    x = (d.data[order] / 16.0).astype("float32")
+    y = d.target[order].astype("int32")
+    return x[n_val:], y[n_val:], x[:n_val], y[:n_val]

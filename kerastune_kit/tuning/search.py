@@ -201,7 +201,6 @@ class _Search:
                 stateful_metrics=["trials", "best"])
 
     def run(self) -> None:
-        optuna = _optuna()
         while True:
             remaining = self.deadline - self.clock()
             if remaining < MIN_TRIAL_SECONDS:
@@ -246,6 +245,7 @@ class _Search:
         budget = max(1.0, min(self.rungs[rung], self.deadline - self.clock()))
         trial.set_user_attr("ktk_rung", rung)
         trial.set_user_attr("ktk_budget", round(budget, 3))
+        keras.backend.clear_session()  # as Keras Tuner does: each trial's graph from scratch
         model = _built(self.build, trial)
         more = [TensorBoardCurves(os.path.join(self.directory, f"trial-{trial.number}"),
                                   hparams={**trial.params, "budget_seconds": budget})]

@@ -7,23 +7,12 @@ every run takes the same decisions on every machine, however fast or busy.
 import keras
 import numpy as np
 import pytest
-from kit_testing import TickClock
+from kit_testing import TickClock, digits
 
 import kerastune_kit
 from kerastune_kit import BudgetedResult, fit_budgeted
 
 BUDGET = 3.0
-
-
-def digits(n_val=300):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(d.target))
-    x = (d.data[order] / 16.0).astype("float32")
-    y = d.target[order].astype("int32")
-    return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
 
 
 def compiled_mlp(metrics=("accuracy",), optimizer=None):

@@ -12,23 +12,13 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from kit_testing import TickClock
+from kit_testing import TickClock, digits
 
 from kerastune_kit import fit_budgeted
 from kerastune_kit.callbacks import EarlyStopping
 from kerastune_kit.callbacks.stop_reason import STOP_REASONS
 
 BUDGET = 3.0
-
-
-def digits(n_val=300):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    order = np.random.default_rng(0).permutation(len(d.target))
-    x = (d.data[order] / 16.0).astype("float32")
-    y = d.target[order].astype("int32")
-    return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
 
 
 def mlp(lr=1e-3, optimizer=None):

@@ -11,7 +11,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from kit_testing import TickClock
+from kit_testing import TickClock, digits
 
 from kerastune_kit import search
 from kerastune_kit.tuning.search import MIN_TRIAL_SECONDS, rung_budgets
@@ -20,16 +20,6 @@ optuna = pytest.importorskip("optuna")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 BUDGET = 3 * MIN_TRIAL_SECONDS  # one rung, three trials of the minimum
-
-
-def digits(n_val=300):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    order = np.random.default_rng(0).permutation(len(d.target))
-    x = (d.data[order] / 16.0).astype("float32")
-    y = d.target[order].astype("int32")
-    return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
 
 
 def build(trial):

@@ -97,35 +97,29 @@ def check_the_kill_cost_one_trial(processes, victim, killed, study, tmp_path):
     assert (tmp_path / "run" / "best.keras").exists()
 
 
+def kill_one_of_three(tmp_path, storage, name, load_study):
+    processes = workers(tmp_path, storage, name)
+    try:
+        killed = kill_in_a_trial(processes[1], processes, load_study)
+        check_the_kill_cost_one_trial(processes, processes[1], killed, load_study(), tmp_path)
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+
+
 def test_three_workers_on_a_journal_file_one_killed(tmp_path):
     journal = optuna.storages.journal
     path = str(tmp_path / "journal.log")
-    processes = workers(tmp_path, path, "journal")
 
     def load_study():
         storage = journal.JournalStorage(journal.JournalFileBackend(path))
         return optuna.load_study(study_name="journal", storage=storage)
 
-    try:
-        killed = kill_in_a_trial(processes[1], processes, load_study)
-        check_the_kill_cost_one_trial(processes, processes[1], killed, load_study(), tmp_path)
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
+    kill_one_of_three(tmp_path, path, "journal", load_study)
 
 
 def test_three_workers_on_postgresql_one_killed(tmp_path, postgres_url):
     name = f"pg-{uuid.uuid4().hex[:8]}"
-    processes = workers(tmp_path, postgres_url, name)
-
-    def load_study():
-        return optuna.load_study(study_name=name, storage=postgres_url)
-
-    try:
-        killed = kill_in_a_trial(processes[1], processes, load_study)
-        check_the_kill_cost_one_trial(processes, processes[1], killed, load_study(), tmp_path)
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
+    kill_one_of_three(tmp_path, postgres_url, name,
+                      lambda: optuna.load_study(study_name=name, storage=postgres_url))
