@@ -27,12 +27,12 @@ Methods:
   EarlyStopping(monitor="val_accuracy", patience=3,
   restore_best_weights=True), a deadline callback])``. Epochs are
   ``model.fit``'s own, over the whole training set. The deadline callback
-  sets ``model.stop_training`` at the first batch end past the deadline (the
-  cut epoch is still validated, as Keras does); a Hyperband subclass ends the
-  oracle at the deadline (``pre_create_trial`` sets ``oracle.max_trials`` to
-  the trials run so far, so ``create_trial`` answers STOPPED): no trial
-  starts after it. The score is ``tuner.get_best_models(1)[0]``'s (its best
-  epoch's checkpoint).
+  sets ``model.stop_training`` at the first batch or epoch end past the
+  deadline (the cut epoch is still validated, as Keras does); a Hyperband
+  subclass ends the oracle at the deadline (``pre_create_trial`` sets
+  ``oracle.max_trials`` to the trials run so far, so ``create_trial``
+  answers STOPPED): no trial starts after it. The score is
+  ``tuner.get_best_models(1)[0]``'s (its best epoch's checkpoint).
 * ``optuna``: ``TPESampler(seed=seed)`` + ``MedianPruner()``; the objective
   builds the model and runs ``model.fit(..., epochs=10**4, callbacks=[
   optuna_integration.KerasPruningCallback(trial, "val_accuracy"),
@@ -57,7 +57,8 @@ with the best model in hand; loading the data and scoring are outside) and
 the process's CPU seconds. Each (method, data set, seed) is a fresh Python
 process. Per data set, budget and method: median and worst test accuracy
 over the seeds, median trials and seconds, the largest overrun of the
-budget, and the rows.
+budget, and the rows. (Each run's row also goes to stderr as it ends; the
+JSON on stdout comes at the end.)
 
 ``--scaling``: ``kerastune-kit search`` (this file is the SCRIPT: its
 ``build(trial)`` and ``data()``) on one journal file and one study with
@@ -68,7 +69,8 @@ validation accuracy at each ``--step`` seconds (default 60) after the
 search's start (the study's ``ktk_deadline - ktk_budget_seconds``), from
 the trials' ``datetime_complete``; the test accuracy of the folder's
 ``best.keras``; trials; the workers' wall seconds. Only the first of
-``--datasets`` and of ``--budgets`` are used (``--seeds`` repeats it).
+``--datasets`` (default ``shifted_digits_cnn``) and of ``--budgets`` are
+used; ``--seeds`` repeats it.
 
 Run (2 cores; nothing downloaded, needs the ``.[bench]`` extra, Optuna,
 optuna-integration and keras-tuner):

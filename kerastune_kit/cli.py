@@ -284,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("--monitor", default=None,
                       help="validation metric to rank trials by; none: the first accuracy, "
                       "else val_loss")
-    find.add_argument("--seed", type=int, default=None, help="seeds the TPE sampler")
+    find.add_argument("--seed", type=int, default=None,
+                      help="seeds this worker's TPE sampler (give each worker its own: "
+                      "workers of one seed draw the same first trials)")
     find.add_argument("--heartbeat-seconds", type=_positive_float, default=10.0,
                       help="with a database: how often a worker beats; a trial without a "
                       "beat for 3x as long is failed and run again")
