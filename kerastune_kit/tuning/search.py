@@ -132,7 +132,6 @@ def search(build: Callable, x, y=None, *, budget_seconds: float, validation_data
             f"{len(study.directions)} (directions={[d.name for d in study.directions]}).")
     _search_folder.check_not_file(directory)
 
-    from kerastune_kit.recipes import _inputs
     from kerastune_kit.recipes.fit_budgeted import _checked_data
 
     x, y, sample_weight, validation_data = _checked_data(x, y, None, validation_data, fraction)
@@ -155,8 +154,7 @@ def search(build: Callable, x, y=None, *, budget_seconds: float, validation_data
         run = _Search(study, build, dict(x=x, y=y, sample_weight=sample_weight,
                                          validation_data=validation_data,
                                          batch_size=batch_size),
-                      monitor, mode, extra, folder.path, rungs, deadline, clock, verbose,
-                      _inputs.is_dataset(x))
+                      monitor, mode, extra, folder.path, rungs, deadline, clock, verbose)
         run.run()
     return run.result()
 
@@ -174,6 +172,7 @@ def rung_budgets(seconds: float) -> list[float]:
             f"budget_seconds={seconds:g} is too small for one trial: a trial compiles, "
             f"searches a rate and trains a few epochs; the search needs at least "
             f"{MIN_TRIAL_SECONDS:g} s.")
+
     def first(rungs):
         return seconds / (rungs * max(_ETA, _ETA ** (rungs - 1)))
 
@@ -187,7 +186,7 @@ class _Search:
     """One worker's loop over trials until the study's deadline."""
 
     def __init__(self, study, build, data, monitor, mode, callbacks, directory, rungs,
-                 deadline, clock, verbose, streamed):
+                 deadline, clock, verbose):
         self.study, self.build, self.data = study, build, data
         self.monitor, self.mode, self.callbacks = monitor, mode, callbacks
         self.directory, self.rungs, self.deadline = directory, rungs, deadline
