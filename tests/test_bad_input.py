@@ -9,6 +9,7 @@ naming the argument, before anything trains. Arguments come from
 """
 
 import gc
+import importlib.util
 import inspect
 import math
 import random
@@ -327,16 +328,17 @@ TARGETS = {
                       # ``x`` and ``y`` are anything model.fit accepts; model.fit checks them.
                       allowed={"x": {label for label, _ in BAD_VALUES},
                                "y": {label for label, _ in BAD_VALUES}}),
+}
+if importlib.util.find_spec("optuna") is not None:  # the `search` extra
     # A search runs for budget_seconds: its bad arguments are refused before the probe.
-    "search": Target(tuning.search, lambda t: {
+    TARGETS["search"] = Target(tuning.search, lambda t: {
         "build": _search_build, "x": np.zeros((40, 2), "float32"),
         "y": np.zeros((40, 1), "float32"), "budget_seconds": 5.0,
         "validation_split": 0.25, "directory": str(t / "search")},
         callables={"build", "clock"}, trains=True,
         allowed={"x": {label for label, _ in BAD_VALUES},  # fit_budgeted's checks
                  "y": {label for label, _ in BAD_VALUES}, "study": {"None"},
-                 "validation_data": {"None"}, "callbacks": {"[]"}}),
-}
+                 "validation_data": {"None"}, "callbacks": {"[]"}})
 
 # Public names that are not constructors with arguments to fuzz, and why.
 NOT_FUZZED = {
@@ -353,7 +355,7 @@ NOT_FUZZED = {
     "KitCallback", "MonitorCallback", "MissingMonitorError", "kit_callbacks", "STRATEGY_NAMES",
     # find_lr's and search's results, built from checked values.
     "LRFinderResult", "SearchResult",
-}
+} | ({"search"} if "search" not in TARGETS else set())  # without Optuna it cannot run
 
 
 def _public_names():

@@ -13,6 +13,7 @@ folder with a fresh namespace, so relative paths (``runs/...``) land there.
 
 import doctest
 import importlib
+import importlib.util
 import inspect
 import os
 import pkgutil
@@ -70,8 +71,16 @@ def _examples():
     return fenced, doctests
 
 
+# Examples that need an extra the oldest leg does not install.
+NEEDS = {"kerastune_kit.tuning.search.search": "optuna"}
+
+
 def _marks(name):
-    return [pytest.mark.skip(reason=SLOW[name])] if name in SLOW else []
+    if name in SLOW:
+        return [pytest.mark.skip(reason=SLOW[name])]
+    if name in NEEDS and importlib.util.find_spec(NEEDS[name]) is None:
+        return [pytest.mark.skip(reason=f"needs {NEEDS[name]} (the `search` extra)")]
+    return []
 
 
 FENCED, DOCTESTS = _examples()
