@@ -12,6 +12,7 @@ still runs refuses the path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -89,14 +90,8 @@ class Ownership:
         raise PathInUseError(f"`{self.name}` {self.path!r}: its lock keeps changing hands.")
 
     def _lock(self, fd) -> None:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise self._in_use(_read_record(fd)) from None
-            return
-        record = _read_record(fd)
-        if record and writer_alive(int(record.get("pid", -1)), record.get("start")):
+        taken, record = _try_lock(fd, fcntl.LOCK_EX if fcntl is not None else None)
+        if not taken:
             raise self._in_use(record)
 
     def release(self) -> None:
@@ -137,3 +132,46 @@ def _read_record(fd) -> dict | None:
         return json.loads(data.decode()) if data.strip() else None
     except (OSError, ValueError):
         return None
+
+
+def holder(lock_path: str) -> dict | None:
+    """The owner record of a live holder of ``lock_path``; None when the
+    lock is free (or its file gone)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        taken, record = _try_lock(fd, fcntl.LOCK_SH if fcntl is not None else None)
+        return None if taken else (record or {})
+    finally:
+        os.close(fd)  # and the shared lock, if we took it
+
+
+@contextlib.contextmanager
+def exclusive(path: str):
+    """An exclusive OS lock on the file ``path`` for the block, waiting for
+    it: a short critical section between processes (no record is written)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd, kind) -> tuple[bool, dict | None]:
+    """Takes ``kind`` of flock on ``fd`` without waiting: (taken, the holder's
+    record when not). Without ``fcntl`` the record decides: a live writer
+    holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return True, None
+        except OSError:
+            return False, _read_record(fd)
+    record = _read_record(fd)
+    if record and writer_alive(int(record.get("pid", -1)), record.get("start")):
+        return False, record
+    return True, None

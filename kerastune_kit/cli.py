@@ -142,20 +142,21 @@ def _search(args, parser) -> int:
     script = _search_script(parser, args.script)
     import optuna
 
-    from kerastune_kit.tuning import search
-    from kerastune_kit.tuning.search import _probe
+    from kerastune_kit.tuning.search import search_in
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = _storage(parser, args.storage, args.heartbeat_seconds)
     x, y, validation_data = script.data()
-    _, mode = _probe(script.build, validation_data, args.batch_size, args.monitor, optuna)
-    study = optuna.create_study(
-        storage=storage, study_name=args.study, load_if_exists=True,
-        direction="maximize" if mode == "max" else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=args.seed), pruner=optuna.pruners.NopPruner())
-    search(script.build, x, y, budget_seconds=args.budget_seconds,
-           validation_data=validation_data, batch_size=args.batch_size, study=study,
-           directory=args.directory, monitor=args.monitor, verbose=args.verbose)
+
+    def study_for(direction):
+        return optuna.create_study(
+            storage=storage, study_name=args.study, load_if_exists=True, direction=direction,
+            sampler=optuna.samplers.TPESampler(seed=args.seed),
+            pruner=optuna.pruners.NopPruner())
+
+    search_in(study_for, script.build, x, y, budget_seconds=args.budget_seconds,
+              validation_data=validation_data, batch_size=args.batch_size,
+              directory=args.directory, monitor=args.monitor, verbose=args.verbose)
     return 0
 
 

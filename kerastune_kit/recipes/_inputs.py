@@ -1,12 +1,16 @@
-"""fit_budgeted's inputs: checked before anything compiles, split, and fed."""
+"""The inputs of fit_budgeted and search: checked before anything compiles,
+split, and fed."""
 
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import keras
 import numpy as np
+
+from kerastune_kit.callbacks.monitor_callback import closest_key, monitor_direction
 
 
 def is_dataset(x) -> bool:
@@ -114,6 +118,43 @@ def unpack_validation(validation_data):
             "`validation_data` must be (x_val, y_val), (x_val, y_val, sample_weight_val) "
             f"or a dataset, got {type(validation_data).__name__}.")
     return (*validation_data, None)[:3]
+
+
+def checked(x, y, sample_weight, validation_data, fraction: float):
+    """Checks array inputs (lengths, finiteness, unseen classes) and splits
+    off ``fraction`` for validation when no ``validation_data`` is given."""
+    if not is_dataset(x):
+        check_arrays(x=x, y=y, sample_weight=sample_weight)
+    x, y, sample_weight, validation_data = split(x, y, sample_weight, validation_data,
+                                                 fraction)
+    x_val, y_val, w_val = unpack_validation(validation_data)
+    if x_val is not None:
+        check_arrays(x_val=x_val, y_val=y_val, sample_weight_val=w_val)
+        if y is not None:
+            warn_unseen_classes(y, y_val)
+    return x, y, sample_weight, validation_data
+
+
+def resolve_monitor(model, logs: dict, monitor: str | None, mode: str,
+                    caller: str) -> tuple[str, str]:
+    """The monitored key, checked against the keys validation ``logs``, and its
+    direction; ``monitor=None`` is the first accuracy, else ``val_loss``."""
+    keys = [f"val_{name}" for name in logs]
+    if monitor is None:
+        monitor = next((k for k in keys if re.fullmatch(r"val_(\w+_)?acc(uracy)?", k)),
+                       "val_loss")
+    elif monitor not in keys:
+        close = closest_key(monitor, keys)
+        raise ValueError(
+            f"{caller}: monitor={monitor!r} is not logged by validation; it logs "
+            f"{', '.join(keys)}." + (f" Did you mean {close!r}?" if close else ""))
+    if mode == "auto":
+        mode = monitor_direction(monitor, model)
+        if mode is None:
+            raise ValueError(
+                f"{caller} cannot tell whether monitor={monitor!r} should be minimised "
+                "or maximised; pass mode='min' or mode='max'.")
+    return monitor, mode
 
 
 def steps_per_epoch(x, batch_size: int) -> int | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import re
 import warnings
 from collections.abc import Callable
 
@@ -27,7 +26,6 @@ from kerastune_kit.callbacks import (
     EarlyStopping,
     TimeBasedLR,
 )
-from kerastune_kit.callbacks.monitor_callback import closest_key, monitor_direction
 from kerastune_kit.callbacks.stop_reason import STOP_REASONS, stop_reason
 from kerastune_kit.recipes import _inputs
 from kerastune_kit.recipes._progress import BudgetProgress
@@ -131,7 +129,7 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
         raise ValueError(
             f"fit_budgeted needs the optimizer's learning rate as its prior, a finite "
             f"number > 0; this optimizer's is {rate!r}.")
-    x, y, sample_weight, validation_data = _checked_data(
+    x, y, sample_weight, validation_data = _inputs.checked(
         x, y, sample_weight, validation_data, fraction)
 
     timed = TimeBasedLR(Warmup(LinearDecay(1.0, _LENGTH - _WARMUP), _WARMUP), unit="second",
@@ -143,7 +141,7 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
         validation_data = _inputs.validation_feed(validation_data, max(batch_size, 256))
         validate = _evaluator(model, trainer, validation_data, batch_size)
         logs, validation_seconds = validate(), _timed(validate, budget.clock)
-        monitor, mode = _monitor(model, logs, monitor, mode)
+        monitor, mode = _inputs.resolve_monitor(model, logs, monitor, mode, "fit_budgeted")
         budget.boundaries.append(validation_seconds)  # priced before fit measures one
 
         search = LRRangeTest(rate / _SEARCH_RANGE, rate * _SEARCH_RANGE, smoothing=0.8,
@@ -189,40 +187,6 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
     if verbose != 0:
         print(result.summary())
     return result
-
-
-def _checked_data(x, y, sample_weight, validation_data, fraction):
-    """Checks array inputs (lengths, finiteness, unseen classes) and splits."""
-    if not _inputs.is_dataset(x):
-        _inputs.check_arrays(x=x, y=y, sample_weight=sample_weight)
-    x, y, sample_weight, validation_data = _inputs.split(x, y, sample_weight,
-                                                         validation_data, fraction)
-    x_val, y_val, w_val = _inputs.unpack_validation(validation_data)
-    if x_val is not None:
-        _inputs.check_arrays(x_val=x_val, y_val=y_val, sample_weight_val=w_val)
-        if y is not None:
-            _inputs.warn_unseen_classes(y, y_val)
-    return x, y, sample_weight, validation_data
-
-
-def _monitor(model, logs: dict, monitor: str | None, mode: str) -> tuple[str, str]:
-    """The monitored key (checked against what validation logs) and its direction."""
-    keys = [f"val_{name}" for name in logs]
-    if monitor is None:
-        monitor = next((k for k in keys if re.fullmatch(r"val_(\w+_)?acc(uracy)?", k)),
-                       "val_loss")
-    elif monitor not in keys:
-        close = closest_key(monitor, keys)
-        raise ValueError(
-            f"fit_budgeted: monitor={monitor!r} is not logged by validation; it logs "
-            f"{', '.join(keys)}." + (f" Did you mean {close!r}?" if close else ""))
-    if mode == "auto":
-        mode = monitor_direction(monitor, model)
-        if mode is None:
-            raise ValueError(
-                f"fit_budgeted cannot tell whether monitor={monitor!r} should be minimised "
-                "or maximised; pass mode='min' or mode='max'.")
-    return monitor, mode
 
 
 def _epoch_steps(budget: Budget, validation_seconds: float, natural: int | None,

@@ -10,19 +10,13 @@ which is numbered instead.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import os
 import socket
 
 from kerastune_kit._atomic import write_json_atomically
-from kerastune_kit._ownership import Ownership, PathInUseError
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+from kerastune_kit._ownership import Ownership, PathInUseError, holder
 
 
 def check_not_file(directory) -> None:
@@ -87,29 +81,5 @@ def _study_of(path: str) -> str | None:
 
 def live_workers(path: str) -> list[dict]:
     """The owner records of the workers that still hold their lock."""
-    live = []
-    for lock_path in glob.glob(os.path.join(path, ".workers", "*.lock")):
-        try:
-            fd = os.open(lock_path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            data = os.pread(fd, 4096, 0)
-            live.append(json.loads(data.decode()) if data.strip() else {})
-        finally:
-            os.close(fd)  # and the shared lock, if we took it
-    return live
-
-
-@contextlib.contextmanager
-def locked(path: str):
-    """An exclusive OS lock on ``path`` for the block (waits for it)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    records = (holder(lock) for lock in glob.glob(os.path.join(path, ".workers", "*.lock")))
+    return [record for record in records if record is not None]

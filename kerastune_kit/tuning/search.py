@@ -14,6 +14,7 @@ from collections.abc import Callable
 import keras
 
 from kerastune_kit._atomic import _START, replace_atomically, write_json_atomically
+from kerastune_kit._ownership import exclusive
 from kerastune_kit._validation import (
     check_callable,
     check_callbacks,
@@ -22,6 +23,7 @@ from kerastune_kit._validation import (
     check_number,
     check_positive,
 )
+from kerastune_kit.recipes import _inputs
 from kerastune_kit.tuning import _search_folder
 from kerastune_kit.tuning.search_result import SearchResult
 
@@ -109,6 +111,33 @@ def search(build: Callable, x, y=None, *, budget_seconds: float, validation_data
     ```
     """
     optuna = _optuna()
+    if seed is not None:
+        seed = check_int("seed", seed)
+    if study is not None and not isinstance(study, optuna.Study):
+        raise ValueError(f"`study` must be an optuna.Study or None, got {study!r}.")
+
+    def study_for(direction: str):
+        if study is not None:
+            return study
+        return optuna.create_study(direction=direction,
+                                   sampler=optuna.samplers.TPESampler(seed=seed),
+                                   pruner=optuna.pruners.NopPruner())
+
+    return search_in(study_for, build, x, y, budget_seconds=budget_seconds,
+                     validation_data=validation_data, validation_split=validation_split,
+                     batch_size=batch_size, directory=directory, monitor=monitor,
+                     callbacks=callbacks, verbose=verbose, clock=clock)
+
+
+def search_in(study_for: Callable[[str], object], build: Callable, x, y=None, *,
+              budget_seconds: float, validation_data=None, validation_split: float = 0.0,
+              batch_size: int = 32, directory: str = "runs/search",
+              monitor: str | None = None, callbacks=None, verbose="auto",
+              clock: Callable[[], float] | None = None) -> SearchResult:
+    """:func:`search` in the study ``study_for(direction)`` returns, called once
+    the monitor's direction is known ("maximize" or "minimize"): the command
+    line creates or loads its stored study there."""
+    optuna = _optuna()
     check_callable("build", build)
     budget_seconds = check_positive("budget_seconds", budget_seconds)
     rungs = rung_budgets(budget_seconds)
@@ -117,31 +146,23 @@ def search(build: Callable, x, y=None, *, budget_seconds: float, validation_data
     batch_size = check_int("batch_size", batch_size, minimum=1)
     verbose = 1 if check_choice("verbose", verbose, ("auto", 0, 1, 2)) == "auto" else verbose
     extra = check_callbacks(callbacks)
-    if seed is not None:
-        seed = check_int("seed", seed)
     if monitor is not None and (not isinstance(monitor, str) or not monitor):
         raise ValueError(f"`monitor` must be a metric name as Keras logs it, such as "
                          f"'val_accuracy', or None; got {monitor!r}.")
     if clock is not None:
         check_callable("clock", clock)
-    if study is not None and not isinstance(study, optuna.Study):
-        raise ValueError(f"`study` must be an optuna.Study or None, got {study!r}.")
-    if study is not None and len(study.directions) != 1:
+    _search_folder.check_not_file(directory)
+
+    x, y, sample_weight, validation_data = _inputs.checked(x, y, None, validation_data,
+                                                           fraction)
+    monitor, mode = _probe(build, validation_data, batch_size, monitor, optuna)
+    direction = "maximize" if mode == "max" else "minimize"
+    study = study_for(direction)
+    if len(study.directions) != 1:
         raise ValueError(
             f"`study` must have one objective; study {study.study_name!r} has "
             f"{len(study.directions)} (directions={[d.name for d in study.directions]}).")
-    _search_folder.check_not_file(directory)
-
-    from kerastune_kit.recipes.fit_budgeted import _checked_data
-
-    x, y, sample_weight, validation_data = _checked_data(x, y, None, validation_data, fraction)
-    monitor, mode = _probe(build, validation_data, batch_size, monitor, optuna)
-    direction = "maximize" if mode == "max" else "minimize"
-    if study is None:
-        study = optuna.create_study(
-            direction=direction, sampler=optuna.samplers.TPESampler(seed=seed),
-            pruner=optuna.pruners.NopPruner())
-    elif study.direction.name.lower() != direction:
+    if study.direction.name.lower() != direction:
         raise ValueError(
             f"`study` {study.study_name!r} is to {study.direction.name.lower()}, but "
             f"monitor={monitor!r} is to {direction}: create the study with "
@@ -205,7 +226,7 @@ class _Search:
             if remaining < MIN_TRIAL_SECONDS:
                 break
             _fail_trials_of_gone_owners(self.study)  # queued again: this worker runs them
-            with _search_folder.locked(os.path.join(self.directory, ".promote.lock")):
+            with exclusive(os.path.join(self.directory, ".promote.lock")):
                 self._promote(remaining)
             # n_trials=1: Optuna pops a waiting trial (a promotion or a retry)
             # or samples a new one, beats the storage's heartbeat and fails
@@ -268,7 +289,7 @@ class _Search:
     def _keep_if_best(self, model, number: int, value: float) -> None:
         """Writes ``best.keras`` when this trial beats the folder's best."""
         path = os.path.join(self.directory, "best.json")
-        with _search_folder.locked(path + ".lock"):
+        with exclusive(path + ".lock"):
             best = _read_json(path)
             if best is not None and not self._better(value, best["value"]):
                 return
@@ -367,9 +388,6 @@ def _probe(build, validation_data, batch_size: int, monitor, optuna):
     """Builds one model for a throwaway trial (checking what ``build``
     returns) and resolves the monitor and its direction from one batch of
     validation: before anything trains and before anything is stored."""
-    from kerastune_kit.recipes import _inputs
-    from kerastune_kit.recipes.fit_budgeted import _monitor
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(0)).ask()
@@ -382,10 +400,7 @@ def _probe(build, validation_data, batch_size: int, monitor, optuna):
                                         [xv, yv, wv], none_is_leaf=True)
         logs = model.evaluate(*head[:2], sample_weight=head[2], verbose=0,
                               return_dict=True)
-    try:
-        return _monitor(model, logs, monitor, "auto")
-    except ValueError as error:
-        raise ValueError(str(error).replace("fit_budgeted:", "search:")) from None
+    return _inputs.resolve_monitor(model, logs, monitor, "auto", "search")
 
 
 def _shared_deadline(study, budget_seconds: float, rungs: list, clock):
