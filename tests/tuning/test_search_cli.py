@@ -68,3 +68,20 @@ def test_bad_input_is_refused_before_anything_trains(tmp_path, capsys, source, a
     assert stop.value.code == 2
     assert re.search(message, capsys.readouterr().err)
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_a_stored_study_of_the_other_direction_is_refused(tmp_path):
+    """The stored study minimises; the script's monitor (val_accuracy) is to be
+    maximised: the command says so before any trial is stored or trained."""
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    journal = str(tmp_path / "journal.log")
+    storage = optuna.storages.journal.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(journal))
+    optuna.create_study(study_name="loss", storage=storage, direction="minimize")
+    with pytest.raises(ValueError, match=r"'loss' is to minimize, but "
+                       r"monitor='val_accuracy' is to maximize"):
+        main(["search", str(script), "--budget-seconds", "6", "--storage", journal,
+              "--study", "loss", "--directory", str(tmp_path / "run")])
+    assert optuna.load_study(study_name="loss", storage=storage).trials == []
+    assert not os.path.exists(tmp_path / "run")
