@@ -30,12 +30,17 @@ import keras  # noqa: E402
 # Whole test folders and modules about the TensorFlow loop (the Trainer, the
 # command line and the notebooks, which run it).
 _TENSORFLOW_ONLY = ("training", "test_cli.py", "test_notebooks.py")
+# The slowest test (a kill chain) takes 2 minutes on a quiet 2-core machine:
+# its limit allows a machine more than three times slower (setup.cfg's 300 s
+# holds every other test).
+_SLOW_TIMEOUT = 900
 
 
 def pytest_collection_modifyitems(config, items):
     """``@pytest.mark.tensorflow`` tests need the TensorFlow backend itself
     (tf.distribute, tf.train.Checkpoint, the kit's Trainer): under another
-    backend they are skipped, with that reason."""
+    backend they are skipped, with that reason. ``slow`` tests get a longer
+    time limit."""
     root = os.path.dirname(__file__)
     skip = pytest.mark.skip(reason=f"needs the TensorFlow backend (KERAS_BACKEND={BACKEND})")
     for item in items:
@@ -44,6 +49,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.tensorflow)
         if BACKEND != "tensorflow" and "tensorflow" in item.keywords:
             item.add_marker(skip)
+        if "slow" in item.keywords and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(_SLOW_TIMEOUT))
 
 
 @pytest.fixture(autouse=True)

@@ -223,6 +223,7 @@ def _read(path):
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_killed_runs_resume_to_the_same_result_as_an_uninterrupted_run(tmp_path):
     """Three runs side by side: uninterrupted; killed by itself during epoch 7
     (EarlyStopping's best is epoch 6, so it has counted 0 epochs of patience); killed by
@@ -284,6 +285,7 @@ def test_killed_runs_resume_to_the_same_result_as_an_uninterrupted_run(tmp_path)
 
 
 @pytest.mark.tensorflow  # ~20 process starts: once, on the TensorFlow legs
+@pytest.mark.slow
 @pytest.mark.kill_chain
 def test_kills_at_steps_and_inside_every_file_operation_resume_exactly(tmp_path):
     """model.fit + BackupAndRestore + EarlyStopping(best_model_path) + CurveBasedLR

@@ -516,6 +516,7 @@ def _kernel_of(path):
     return model.get_weights()[0]
 
 
+@pytest.mark.slow
 def test_best_model_file_survives_sigkill_at_random_moments(tmp_path):
     # Each writer rewrites a 36 MB model at every epoch and is killed at a
     # random moment after its first write (mostly while writing, where it

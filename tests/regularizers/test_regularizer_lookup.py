@@ -125,7 +125,10 @@ BAD_SPECS = [
 ]
 
 
-@pytest.mark.parametrize("spec, fragments", BAD_SPECS, ids=[repr(s) for s, _ in BAD_SPECS])
+# Ids that every process names alike (pytest-xdist compares them): a
+# function's name, not its repr with an address.
+@pytest.mark.parametrize("spec, fragments", BAD_SPECS,
+                         ids=[s.__name__ if callable(s) else repr(s) for s, _ in BAD_SPECS])
 def test_every_bad_spec_says_what_was_wrong_and_what_is_accepted(spec, fragments):
     with pytest.raises(ValueError) as info:
         R.get(spec)

@@ -18,6 +18,8 @@ from kit_testing import assert_same_run, kill_chain
 
 from kerastune_kit import Trainer
 
+pytestmark = pytest.mark.slow  # real processes: each test starts TensorFlow several times
+
 SCRIPTS = os.path.join(os.path.dirname(__file__), "_scripts")
 TIMEOUT = 240  # Seconds; generous for a loaded 2-core machine, never a hang.
 

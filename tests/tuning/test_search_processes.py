@@ -18,7 +18,8 @@ import uuid
 import pytest
 
 optuna = pytest.importorskip("optuna")
-pytestmark = pytest.mark.tensorflow  # the workers run the command line on TensorFlow
+pytestmark = [pytest.mark.tensorflow,  # the workers run the command line on TensorFlow
+              pytest.mark.slow]
 
 BUDGET = 45  # seconds: rungs of 7.5 and 22.5 s
 
