@@ -457,6 +457,8 @@ def main():
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--budgets", type=float, nargs="+", default=[300.0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first-seed .. first-seed + seeds - 1 (to add a seed)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--scaling", action="store_true",
                         help="the CLI by 1 vs 2 workers on the first data set and budget")
@@ -471,7 +473,7 @@ def main():
     for name in args.datasets:
         for budget in args.budgets:
             rows = {method: [] for method in args.methods}
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for method in args.methods:  # interleaved, same machine noise
                     rows[method].append(run_fresh(method, name, seed, budget))
                     print(json.dumps(rows[method][-1]), file=sys.stderr, flush=True)
