@@ -446,6 +446,26 @@ def metric_direction(metric) -> str | None:
     return getattr(metric, "_direction", None)
 
 
+def compiled_metric_lists(metric) -> list:
+    """The metric lists a compiled-metrics container holds: ``metrics``, and
+    before the first step, when they are built lazily, the user's
+    ``_user_metrics`` and ``_user_weighted_metrics`` (checked: {checked})."""
+    return [getattr(metric, name, None)
+            for name in ("metrics", "_user_metrics", "_user_weighted_metrics")]
+
+
+def is_default_strategy(strategy) -> bool:
+    """Whether ``strategy`` is TensorFlow's default (no distribution) strategy,
+    whose class is the private ``_DefaultDistributionStrategy`` (checked:
+    {checked_tf})."""
+    return type(strategy).__name__ == "_DefaultDistributionStrategy"
+
+
+# The evaluation iterator ``model.evaluate`` keeps on the model between calls
+# (checked: Keras 3.10 to 3.15): a test that borrows the model puts it back.
+EVAL_ITERATOR_ATTRIBUTE = "_eval_epoch_iterator"
+
+
 def callback_model(callback):
     """The model a ``CallbackList`` handed to ``callback`` (None before).
 
@@ -511,6 +531,7 @@ for _function in (rate_object, renew_variable_list, step_counter, wrap_variable_
                   set_initial_epoch, data_adapter, train_validation_split, loss_tracker,
                   build_compiled_state, child_layers, metric_direction, default_strategy,
                   skips_gradient_reduction, gradients_already_reduced, logged_metric_names,
-                  running_callback_list, callback_model, moving_average_of, schedule_free_z):
+                  running_callback_list, callback_model, moving_average_of, schedule_free_z,
+                  compiled_metric_lists, is_default_strategy):
     _function.__doc__ = _function.__doc__.replace("{checked}", CHECKED).replace(
         "{checked_tf}", CHECKED_TF).replace("{checked_averaging}", CHECKED_AVERAGING)

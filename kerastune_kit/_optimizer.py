@@ -63,13 +63,13 @@ class RateHandle:
 
     def __init__(self, schedule: ControlledSchedule, iterations):
         self.schedule = schedule
-        self._iterations = iterations
+        self._step_counter = iterations
 
     def __call__(self):
-        return self.schedule(self._iterations)
+        return self.schedule(self._step_counter)
 
     def assign(self, value) -> None:
-        self.schedule.set_rate(host_float(value), host_int(self._iterations))
+        self.schedule.set_rate(host_float(value), host_int(self._step_counter))
 
     def get_config(self):
         return self.schedule.get_config()

@@ -71,7 +71,7 @@ class Ownership:
         for _ in range(10):
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                self._lock(fd)
+                self._take_lock(fd)
                 if not _same_file(fd, self.lock_path):
                     # Its holder removed it between our open and our lock:
                     # that file is gone, take the new one.
@@ -89,7 +89,7 @@ class Ownership:
             return
         raise PathInUseError(f"`{self.name}` {self.path!r}: its lock keeps changing hands.")
 
-    def _lock(self, fd) -> None:
+    def _take_lock(self, fd) -> None:
         taken, record = _try_lock(fd, fcntl.LOCK_EX if fcntl is not None else None)
         if not taken:
             raise self._in_use(record)

@@ -36,11 +36,11 @@ class Snapshot:
     def __init__(self, model):
         build_optimizer(model)
         self.model = model
-        weights, optimizer_variables = self._variables()
+        weights, optimizer_variables = self._current_variables()
         self.weights = _numpy(weights)
         self.optimizer_variables = _numpy(optimizer_variables)
 
-    def _variables(self):
+    def _current_variables(self):
         _optimizer.host_sync(self.model)
         return (list(self.model.weights),
                 _optimizer.own_variables(self.model.optimizer))
@@ -51,7 +51,7 @@ class Snapshot:
     def restore(self) -> None:
         """Puts the copies back, and drops the state a training loop holds in
         flight for this model (see :func:`on_restore`)."""
-        weights, optimizer_variables = self._variables()
+        weights, optimizer_variables = self._current_variables()
         for variable, value in zip(weights, self.weights):
             variable.assign(value)
         for variable, value in zip(optimizer_variables, self.optimizer_variables):

@@ -32,6 +32,10 @@ def imported(name: str, path: pathlib.Path, package: bool, known) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             edges.update(alias.name for alias in node.names if alias.name in known)
+        elif (isinstance(node, ast.Call) and _called(node) in ("import_module", "__import__")
+              and node.args and isinstance(node.args[0], ast.Constant)
+              and node.args[0].value in known):
+            edges.add(node.args[0].value)  # importlib.import_module("kerastune_kit.x")
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative: from the module's package upwards
@@ -46,6 +50,11 @@ def imported(name: str, path: pathlib.Path, package: bool, known) -> set[str]:
                     edges.add(base)
     edges.discard(name)
     return edges
+
+
+def _called(call) -> str | None:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -97,3 +106,10 @@ def test_find_cycle_finds_one():
 def test_no_import_circle_among_kit_modules():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_an_importlib_import_is_an_edge(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("import importlib\n\ndef later():\n"
+                       "    return importlib.import_module('kerastune_kit.demo')\n")
+    assert imported("kerastune_kit.planted", planted, False, modules()) == {"kerastune_kit.demo"}

@@ -11,7 +11,6 @@ names are still importable from here.
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Any
 
@@ -99,9 +98,9 @@ class KitCallback(keras.callbacks.Callback):
         _seal(private.callback_model(self))
         self._training_begun = True
         if self._starts_fresh():
-            self._reset()
+            self._reset_tracking()
 
-    def _reset(self) -> None:
+    def _reset_tracking(self) -> None:
         """Resets the per-run state a fresh fit starts from (the counters a
         restored state would carry). Nothing by default."""
 
@@ -190,18 +189,3 @@ def _jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else value
     return value
-
-
-# MonitorCallback and its helpers moved to monitor_callback.py; they are
-# still importable from here, loaded on first use (an import at the top
-# would be circular: monitor_callback builds on KitCallback).
-_MOVED = ("MissingMonitorError", "MonitorCallback", "check_monitor_logged", "closest_key",
-          "log_scalar", "logged_keys", "missing_monitor_message",
-          "monitor_direction")
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        module = importlib.import_module("kerastune_kit.callbacks.monitor_callback")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

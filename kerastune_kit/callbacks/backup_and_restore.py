@@ -205,7 +205,7 @@ class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
         # same model must not inherit it.
         private.set_initial_epoch(self.model, None)
         if self._pending:
-            self._save()
+            self._write_backup()
 
     def on_epoch_end(self, epoch, logs=None):
         self._epochs_done = epoch + 1
@@ -220,7 +220,7 @@ class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
             if self.delete_on_success:
                 self._delete()
             elif self._pending:
-                self._save()
+                self._write_backup()
         finally:
             self._ownership.release()
         if self.delete_on_success:
@@ -239,7 +239,7 @@ class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
         found["run_id"] = self.run_id
         return found
 
-    def _save(self):
+    def _write_backup(self):
         self._pending = False
         if not self._chief:
             return

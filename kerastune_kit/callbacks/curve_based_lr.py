@@ -182,9 +182,9 @@ class CurveBasedLR(MonitorCallback):
                 f"`rollback_to` must be an EarlyStopping with restore_best_weights=True, "
                 f"got {rollback_to!r}.")
         self.rollback_to = rollback_to
-        self._reset()
+        self._reset_tracking()
 
-    def _reset(self) -> None:
+    def _reset_tracking(self) -> None:
         self.best: float | None = None
         self.best_tie: float | None = None
         self.wait = 0
@@ -230,7 +230,7 @@ class CurveBasedLR(MonitorCallback):
 
     def _plateau(self, epoch, value, finite, in_cooldown):
         judged = self.ema if finite else value
-        if finite and (self._is_improvement(judged, self.best)
+        if finite and (self._improves(judged, self.best)
                        or self._tie_wins(judged, self.best, self.best_tie)):
             self.best, self.best_tie = judged, self._tie
             self.wait = 0

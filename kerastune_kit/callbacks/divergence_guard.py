@@ -143,7 +143,7 @@ class DivergenceGuard(MonitorCallback):
         # A rollback of another callback (to the best epoch) is no divergence.
         on_weights_replaced(self.model, "DivergenceGuard", self.rebase)
 
-    def _reset(self) -> None:
+    def _reset_tracking(self) -> None:
         self.best = None
         self.retries = 0
 
@@ -165,7 +165,7 @@ class DivergenceGuard(MonitorCallback):
             self._first_loss = first if math.isfinite(first) else math.inf
         if self.check != "batch" or self.stopped:
             return
-        value = self._value(logs)
+        value = self._monitored_value(logs)
         reason = self._verdict(value)
         if reason is not None:
             self._diverged(self._epoch, batch, value, reason)
@@ -194,7 +194,7 @@ class DivergenceGuard(MonitorCallback):
             # good snapshot already, the logged mean is the diverged one.
             self._reset_pending = False
             return
-        value = self._value(logs)
+        value = self._monitored_value(logs)
         reason = self._verdict(value)
         snapshot = None
         if reason is None:
@@ -219,7 +219,7 @@ class DivergenceGuard(MonitorCallback):
 
     # Decisions --------------------------------------------------------------
 
-    def _value(self, logs) -> float:
+    def _monitored_value(self, logs) -> float:
         # on_missing is "raise": a missing key raises, never None.
         return self._monitor_value(logs)
 

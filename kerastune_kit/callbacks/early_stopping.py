@@ -229,12 +229,12 @@ class EarlyStopping(evaluated.ValidatesEvaluatedWeights, MonitorCallback):
         self.divergence_threshold = _optional_number("divergence_threshold",
                                                      divergence_threshold)
         self.verbose = check_verbose(verbose)
-        if self._direction is not None:
+        if self._resolved_mode is not None:
             self._check_thresholds()
         self._write_path = None
         self._ownership = None if self.best_model_path is None else Ownership(
             self.best_model_path, "best_model_path", folder=False)
-        self._reset()
+        self._reset_tracking()
         self.summary = ""
 
     @property
@@ -273,11 +273,11 @@ class EarlyStopping(evaluated.ValidatesEvaluatedWeights, MonitorCallback):
                                                                  self.best_tie):
             self._new_best(epoch, value)
         improved = math.isfinite(value) and (
-            self._is_improvement(value, self.reference)
+            self._improves(value, self.reference)
             or self._tie_wins(value, self.reference, self.reference_tie))
         if improved:
             self.reference, self.reference_tie = value, self._tie
-            if self.baseline is None or self._is_improvement(value, self.baseline):
+            if self.baseline is None or self._improves(value, self.baseline):
                 self.wait = 0
         if self._reached(value, self.stopping_threshold):
             self._stop(epoch, "threshold", value)
@@ -300,7 +300,7 @@ class EarlyStopping(evaluated.ValidatesEvaluatedWeights, MonitorCallback):
 
     # Decisions --------------------------------------------------------------
 
-    def _reset(self):
+    def _reset_tracking(self):
         # Keras's values for Keras's names: epochs are 0 until set; whether
         # there is a best epoch at all is `best is not None`.
         self.best = None

@@ -91,9 +91,8 @@ def _flat_metrics(model):
     while stack:
         metric = stack.pop()
         # Compiled metrics are built lazily: before the first step only the
-        # user's lists (`_user_metrics`, ...) hold them.
-        for attr in ("metrics", "_user_metrics", "_user_weighted_metrics"):
-            inner = getattr(metric, attr, None)
+        # user's lists hold them.
+        for inner in private.compiled_metric_lists(metric):
             if inner:
                 stack.extend(m for m in keras.tree.flatten(inner) if hasattr(m, "name"))
         yield metric
@@ -202,22 +201,22 @@ class MonitorCallback(KitCallback):
         self.min_delta = float(check_non_negative("min_delta", min_delta))
         self.min_delta_mode = check_choice("min_delta_mode", min_delta_mode, ("abs", "rel"))
         self.on_missing = check_choice("on_missing", on_missing, ("raise", "warn"))
-        self._direction = None if mode == "auto" else mode
-        if self._direction is None:
-            self._direction = monitor_direction(monitor)
+        self._resolved_mode = None if mode == "auto" else mode
+        if self._resolved_mode is None:
+            self._resolved_mode = monitor_direction(monitor)
         self._warned_missing = False
 
     @property
     def direction(self) -> str:
         """``"min"`` or ``"max"``, resolved at the latest at train begin."""
-        if self._direction is None:
-            self._direction = monitor_direction(self.monitor, private.callback_model(self))
-        if self._direction is None:
+        if self._resolved_mode is None:
+            self._resolved_mode = monitor_direction(self.monitor, private.callback_model(self))
+        if self._resolved_mode is None:
             raise ValueError(
                 f"{type(self).__name__} cannot tell whether monitor={self.monitor!r} "
                 "should be minimised or maximised; pass mode='min' or mode='max'."
             )
-        return self._direction
+        return self._resolved_mode
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -250,7 +249,7 @@ class MonitorCallback(KitCallback):
         better."""
         return reference - margin if self.direction == "min" else reference + margin
 
-    def _is_improvement(self, value: float, reference: float | None) -> bool:
+    def _improves(self, value: float, reference: float | None) -> bool:
         """Whether ``value`` beats ``reference`` by the required margin."""
         if not math.isfinite(value):
             return False

@@ -195,7 +195,7 @@ class TensorBoardCurves(KitCallback):
         # keep its asynchronous batch-end dispatch; step-level writing needs
         # the batch hooks in order.
         self.async_safe = not self._writes_steps
-        self._writers: dict[str, Any] = {}
+        self._file_writers: dict[str, Any] = {}
         self._active = False
         self._run_pending = False
         self.run_dir: str | None = None
@@ -228,7 +228,7 @@ class TensorBoardCurves(KitCallback):
             return
         self._fitting = True
         self._join_tuner_trial()
-        self._writers = {}
+        self._file_writers = {}
         # Checked now, before any step; the run folder itself is chosen at the
         # first epoch, once every callback's on_train_begin ran (a backup may
         # restore this callback's run_dir there).
@@ -282,9 +282,9 @@ class TensorBoardCurves(KitCallback):
             # This fit starts the epochs over: its curves would run back over
             # the ones written, so it is a run of its own.
             old, last = self.run_dir, self._last_epoch
-            for writer in self._writers.values():
+            for writer in self._file_writers.values():
                 writer.close()
-            self._writers = {}
+            self._file_writers = {}
             self._open_run(_fresh_run_dir(self._base_dir))
             warnings.warn(
                 f"TensorBoardCurves: this fit starts at epoch {epoch + 1}, but this "
@@ -294,20 +294,20 @@ class TensorBoardCurves(KitCallback):
                 UserWarning, stacklevel=2)
         self._write_events()
         self._epoch = epoch
-        self._epoch_start = (time.perf_counter(), self._iterations())
+        self._epoch_start = (time.perf_counter(), self._optimizer_step())
         self._train_seconds = None
 
     def on_train_batch_begin(self, batch, logs=None):
         if not (self._active and self._writes_steps):
             return
-        self._execution = (time.perf_counter(), self._iterations(), self._lr_snapshot())
+        self._execution = (time.perf_counter(), self._optimizer_step(), self._lr_snapshot())
 
     def on_train_batch_end(self, batch, logs=None):
         if not (self._active and self._writes_steps) or self._execution is None:
             return
         started, first, lr = self._execution
         self._execution = None
-        end = self._iterations()
+        end = self._optimizer_step()
         if end <= first:  # Nothing ran, or a rollback moved the counter back.
             return
         writer = self._writer("train")
@@ -341,7 +341,7 @@ class TensorBoardCurves(KitCallback):
             return
         if getattr(self.model, "optimizer", None) is None:
             return
-        step = self._iterations()
+        step = self._optimizer_step()
         with self._writer("validation").as_default():
             for name, value in _scalars(logs).items():
                 self._summary().scalar(f"evaluation_{name}_vs_iterations", value, step=step)
@@ -358,7 +358,7 @@ class TensorBoardCurves(KitCallback):
             seconds = self._train_seconds
             if seconds is None:
                 seconds = time.perf_counter() - self._epoch_start[0]
-            iterations = self._iterations()
+            iterations = self._optimizer_step()
             if seconds > 0:
                 train["steps_per_second"] = (iterations - self._epoch_start[1]) / seconds
             train["iterations"] = iterations
@@ -372,7 +372,7 @@ class TensorBoardCurves(KitCallback):
                     summary.scalar(f"epoch_{name}", value, step=epoch)
         self._epoch_start = None
         self._last_epoch = epoch
-        for writer in self._writers.values():
+        for writer in self._file_writers.values():
             writer.flush()
 
     def on_train_end(self, logs=None):
@@ -386,9 +386,9 @@ class TensorBoardCurves(KitCallback):
         self._write_events()
         if self._epoch is not None:
             self._write_outcome(self._epoch)
-        for writer in self._writers.values():
+        for writer in self._file_writers.values():
             writer.close()
-        self._writers = {}
+        self._file_writers = {}
 
     def get_state(self) -> dict[str, Any]:
         """The run folder and the last epoch written there: a run resumed
@@ -409,10 +409,10 @@ class TensorBoardCurves(KitCallback):
         return tf.summary
 
     def _writer(self, run: str):
-        if run not in self._writers:
-            self._writers[run] = self._summary().create_file_writer(
+        if run not in self._file_writers:
+            self._file_writers[run] = self._summary().create_file_writer(
                 os.path.join(self.run_dir, run))
-        return self._writers[run]
+        return self._file_writers[run]
 
     def _open_run(self, run_dir: str) -> None:
         """Makes ``run_dir`` the run folder: checked, with the hparams in it."""
@@ -432,7 +432,7 @@ class TensorBoardCurves(KitCallback):
     def _siblings(self) -> list[KitCallback]:
         return [cb for cb in kit_callbacks(self.model) if cb is not self]
 
-    def _iterations(self) -> int:
+    def _optimizer_step(self) -> int:
         if getattr(self.model, "optimizer", None) is None:
             return 0
         return _optimizer.step_count(self.model)

@@ -322,7 +322,7 @@ class TimeBasedLR(KitCallback):
 
     # Internals --------------------------------------------------------------
 
-    def _reset(self) -> None:
+    def _reset_tracking(self) -> None:
         self.elapsed_seconds = 0.0 if self.budget is None else self.budget.elapsed()
         self.position = 0.0
         self.budget_exhausted = False

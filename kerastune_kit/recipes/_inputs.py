@@ -12,6 +12,8 @@ import numpy as np
 
 from kerastune_kit.callbacks.monitor_callback import closest_key, monitor_direction
 
+_VALIDATION_ARGUMENTS = ("x_val", "y_val", "sample_weight_val")
+
 
 def is_dataset(x) -> bool:
     return hasattr(x, "element_spec")
@@ -32,14 +34,14 @@ def check_arrays(**structures) -> int:
     """Checks that array inputs agree in length and hold only finite numbers.
 
     ``structures`` maps an argument's name (``x``, ``y``, ``sample_weight``,
-    ``x_val`` ...) to its arrays; the first group of names (up to a name
-    ending in ``_val``) must share one length, the validation group another.
+    ``x_val`` ...) to its arrays; the training arrays must share one length,
+    the validation arrays (``x_val``, ``y_val``, ``sample_weight_val``) another.
     Returns the number of training samples. Raises ``ValueError`` naming the
     argument, its size or its first non-finite value.
     """
     groups: dict[bool, list[tuple[str, np.ndarray]]] = {False: [], True: []}
     for name, structure in structures.items():
-        groups[name.endswith("_val")].extend(_named_arrays(name, structure))
+        groups[name in _VALIDATION_ARGUMENTS].extend(_named_arrays(name, structure))
     sizes = {}
     for validation, arrays in groups.items():
         lengths = {name: (len(a) if a.ndim else 0) for name, a in arrays}

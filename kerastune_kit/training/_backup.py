@@ -88,8 +88,8 @@ class Backup:
             if not os.access(self.directory, os.W_OK):
                 raise ValueError(f"`backup_dir` {directory!r} is not writable.")
             self._ownership.acquire()
-        self._model = model
-        self._optimizer = optimizer
+        self._run_model = model
+        self._run_optimizer = optimizer
         rate = rate_object(optimizer)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="backup_epoch")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="backup_step")
@@ -150,11 +150,11 @@ class Backup:
                 continue
             record = _upgraded(record, callbacks)
             self._record = record
-            rate = rate_object(self._optimizer)
+            rate = rate_object(self._run_optimizer)
             if isinstance(rate, keras.Variable) and "learning_rate" in record:
                 rate.assign(record["learning_rate"])
             states = {k: v for k, v in record.items() if k != "lr_control"}
-            _state_codec.decode(self._model, _kit(callbacks), states, arrays, where=path)
+            _state_codec.decode(self._run_model, _kit(callbacks), states, arrays, where=path)
             if problems:
                 warnings.warn(
                     "Trainer: the newest backup is damaged (" + "; ".join(problems)
@@ -205,14 +205,14 @@ class Backup:
         """Puts back the saved LR control, once the callbacks installed the schedule."""
         controls = self._record.get("lr_control")
         if controls:
-            controlled_schedule(self._model).set_controls(**controls)
+            controlled_schedule(self._run_model).set_controls(**controls)
 
     def _check_owner(self, path, record, callbacks) -> None:
         saved = record.get("fingerprint")
         if saved is None:  # written before fingerprints were
             return
         different = _state_codec.differences(
-            saved, _state_codec.fingerprint(self._model, _kit(callbacks)))
+            saved, _state_codec.fingerprint(self._run_model, _kit(callbacks)))
         if different:
             raise _ForeignBackupError(
                 f"Trainer: the backup {path!r} in `backup_dir` belongs to another run: "
@@ -222,10 +222,10 @@ class Backup:
         """Saves the state after ``epoch`` completed epochs and ``step`` steps."""
         self.epoch.assign(epoch)
         self.step.assign(step)
-        record, arrays = _state_codec.encode(self._model, _kit(callbacks))
+        record, arrays = _state_codec.encode(self._run_model, _kit(callbacks))
         record["stopped"] = bool(stopped)
-        record["fingerprint"] = _state_codec.fingerprint(self._model, _kit(callbacks))
-        rate = rate_object(self._optimizer)
+        record["fingerprint"] = _state_codec.fingerprint(self._run_model, _kit(callbacks))
+        rate = rate_object(self._run_optimizer)
         if isinstance(rate, keras.Variable):  # E.g. lowered by ReduceLROnPlateau.
             record["learning_rate"] = float(rate.numpy())
         self.state.assign(json.dumps(record))

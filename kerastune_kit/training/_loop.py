@@ -79,7 +79,7 @@ class LoopBuilder:
         self.options = options
         self.accumulation = accumulation
         self.replicas = strategy.num_replicas_in_sync
-        self._variables = list(model.trainable_variables)
+        self._trained = list(model.trainable_variables)
         self._missing_gradients: set[int] = set()
         # Keras's TF optimizer all-reduces gradients itself inside apply();
         # ours are already reduced (clipping needs the global gradient), so
@@ -282,7 +282,7 @@ class LoopBuilder:
             loss = self._loss(x, y, y_pred, sample_weight, training=True)
             objective = loss if share is None else loss * share
             scaled_loss = self.optimizer.scale_loss(objective)
-        grads = tape.gradient(scaled_loss, self._variables)
+        grads = tape.gradient(scaled_loss, self._trained)
         return grads, y_pred, loss
 
     def _loss(self, x, y, y_pred, sample_weight, training):
@@ -330,7 +330,7 @@ class LoopBuilder:
                 grads[i] = g
         if not self._can_skip_reduction and self.replicas > 1:
             grads = [None if g is None else g / self.replicas for g in grads]
-        self.optimizer.apply(grads, self._variables)
+        self.optimizer.apply(grads, self._trained)
 
     def _loss_scale(self):
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
@@ -349,7 +349,7 @@ class LoopBuilder:
 def _single_device(strategy) -> bool:
     if isinstance(strategy, tf.distribute.OneDeviceStrategy):
         return True
-    return type(strategy).__name__ == "_DefaultDistributionStrategy"
+    return private.is_default_strategy(strategy)
 
 
 def _batch_size(x):

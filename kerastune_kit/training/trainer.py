@@ -404,7 +404,7 @@ class Trainer:
             feed = _data.Feed(self.strategy, data, steps, from_start=True, passes=1)
             callback_list = self._callback_list(callbacks, verbose, 1, feed.steps)
             try:
-                logs = self._run_test(feed, callback_list)
+                logs = self._validate_feed(feed, callback_list)
             finally:
                 feed.release()
         if return_dict:
@@ -583,7 +583,7 @@ class Trainer:
                 global_step += done
                 if val is not None and _should_validate(epoch, validation_freq):
                     with evaluated.evaluated_weights(self.model):
-                        val_logs = self._run_test(val, callbacks)
+                        val_logs = self._validate_feed(val, callbacks)
                     epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
                 callbacks.on_epoch_end(epoch, epoch_logs)
                 logs = epoch_logs
@@ -618,7 +618,7 @@ class Trainer:
                           stacklevel=4)
         return dict(logs), done
 
-    def _run_test(self, feed, callbacks) -> dict:
+    def _validate_feed(self, feed, callbacks) -> dict:
         callbacks.on_test_begin()
         iterator, steps = feed.begin_epoch()
         executions = list(self._executions(

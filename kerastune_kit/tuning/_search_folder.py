@@ -34,7 +34,7 @@ class SearchFolder:
     def __init__(self, directory, study_name: str, *, numbered: bool = False):
         self.path = os.path.abspath(os.fspath(directory))
         self.study_name, self.numbered = study_name, numbered
-        self._lock = None
+        self._ownership = None
 
     def __enter__(self) -> SearchFolder:
         base, number = self.path, 1
@@ -48,16 +48,16 @@ class SearchFolder:
             self.path = f"{base}-{number}"
         os.makedirs(os.path.join(self.path, ".workers"), exist_ok=True)
         name = f"{socket.gethostname()}-{os.getpid()}"
-        self._lock = Ownership(os.path.join(self.path, ".workers", name), "directory",
+        self._ownership = Ownership(os.path.join(self.path, ".workers", name), "directory",
                                folder=False)
-        self._lock.acquire()
+        self._ownership.acquire()
         if _study_of(self.path) is None:
             write_json_atomically(os.path.join(self.path, "search.json"),
                                   {"study": self.study_name})
         return self
 
     def __exit__(self, *exc) -> None:
-        self._lock.release()
+        self._ownership.release()
 
     def _refusal(self, holder: str) -> ValueError:
         live = live_workers(self.path)

@@ -9,6 +9,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerastune_kit import _keras_private as private
 from kerastune_kit._validation import check_choice, check_int, check_number, check_positive
 from kerastune_kit.schedules import LinearDecay
 from kerastune_kit.tuning.lr_finder_result import SUGGESTIONS, LRFinderResult
@@ -17,7 +18,7 @@ from kerastune_kit.tuning.lr_range_test import LRRangeTest
 # Model attributes that model.fit (or the test itself) replaces; they are put
 # back as they were, absent ones removed again.
 _FIT_ATTRIBUTES = ("optimizer", "train_function", "stop_training", "steps_per_execution",
-                   "history", "_eval_epoch_iterator")
+                   "history", private.EVAL_ITERATOR_ATTRIBUTE)
 
 
 def find_lr(model: keras.Model, x: Any, y: Any = None, *, min_lr: float = 1e-7,

@@ -144,16 +144,6 @@ def test_a_model_with_its_own_train_step_may_log_anything():
 # The base itself ---------------------------------------------------------------
 
 
-def test_the_names_moved_to_monitor_callback_still_import_from_base():
-    from kerastune_kit.callbacks import _base, monitor_callback
-
-    for name in ("MonitorCallback", "MissingMonitorError", "log_scalar", "monitor_direction",
-                 "check_monitor_logged"):
-        assert getattr(_base, name) is getattr(monitor_callback, name)
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        _base.nothing  # noqa: B018
-
-
 def test_every_monitor_callback_derives_from_the_base():
     from kerastune_kit.callbacks import MonitorCallback
 
@@ -172,7 +162,7 @@ class CountsEpochs(__import__("kerastune_kit").callbacks.KitCallback):
         self.count = 0
         self.resets = 0
 
-    def _reset(self):
+    def _reset_tracking(self):
         self.count = 0
         self.resets += 1
 
@@ -181,7 +171,7 @@ class CountsEpochs(__import__("kerastune_kit").callbacks.KitCallback):
 
 
 def test_train_begin_resets_per_run_state_unless_a_state_was_restored():
-    """The reset handshake is the base's: a fit starts from _reset(), except
+    """The reset handshake is the base's: a fit starts from _reset_tracking(), except
     the one fit after set_state, which keeps the restored state."""
     model = classifier()
     counter = CountsEpochs()
