@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from keras import ops
 
+from kerastune_kit.callbacks import KitCallback, _lr_control
+
 
 @functools.cache
 def two_replicas():
@@ -303,3 +305,38 @@ def digits(n_val=300):
     x = (d.data[order] / 16.0).astype("float32")
     y = d.target[order].astype("int32")
     return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
+
+
+class CutLR(KitCallback):
+    """Halves the LR at the end of ``epoch`` and records it, like CurveBasedLR."""
+
+    def __init__(self, epoch=1, reason="plateau"):
+        super().__init__()
+        self.epoch, self.reason = epoch, reason
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            old_lr, new_lr = _lr_control.scale_learning_rate(self.model, 0.5)
+            self.record_event("lr_cut", epoch, self.reason, old_lr=old_lr, new_lr=new_lr)
+
+
+class TracksBest(KitCallback):
+    """Exposes best_epoch/best_value like EarlyStopping and records "best";
+    with ``record_stops``, also a stop that another callback made."""
+
+    def __init__(self, monitor="val_loss", record_stops=False):
+        super().__init__()
+        self.monitor, self.record_stops = monitor, record_stops
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.best_epoch = self.best_value = self.stop_reason = self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = logs[self.monitor]
+        if self.best_value is None or value < self.best_value:
+            self.best_epoch, self.best_value = epoch, value
+            self.record_event("best", epoch, "improved", value=value)
+        if self.record_stops and self.model.stop_training:
+            self.stop_reason, self.stopped_epoch = "stopped by another callback", epoch
+            self.record_event("stop", epoch, self.stop_reason, value=value)

@@ -16,7 +16,9 @@ import pytest
 from kit_testing import (
     AdvanceClock,
     CrashAfter,
+    CutLR,
     FakeClock,
+    TracksBest,
     lr_probe_model,
     multi_step_executions,
     steps_per_execution,
@@ -24,7 +26,7 @@ from kit_testing import (
 )
 
 from kerastune_kit import schedules as S
-from kerastune_kit.callbacks import KitCallback, TensorBoardCurves, TimeBasedLR, _lr_control
+from kerastune_kit.callbacks import TensorBoardCurves, TimeBasedLR
 from kerastune_kit.plotting._events import read_run
 
 # --- A real TensorBoard, one per module -------------------------------------
@@ -113,38 +115,6 @@ def tensorboard(tmp_path_factory):
 # --- Models and callbacks used by the tests -----------------------------------
 
 
-class CutLR(KitCallback):
-    """Halves the LR at the end of ``epoch`` and records it, like CurveBasedLR."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            old_lr, new_lr = _lr_control.scale_learning_rate(self.model, 0.5)
-            self.record_event("lr_cut", epoch, "test", old_lr=old_lr, new_lr=new_lr)
-
-
-class TracksBest(KitCallback):
-    """Exposes best_epoch/best_value/stop_reason the way EarlyStopping does."""
-
-    monitor = "loss"
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self.best_epoch = self.best_value = self.stop_reason = self.stopped_epoch = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = logs["loss"]
-        if self.best_value is None or value < self.best_value:
-            self.best_epoch, self.best_value = epoch, value
-            self.record_event("best", epoch, "improved", value=value)
-        if self.model.stop_training:  # Another callback stopped the run.
-            self.stop_reason, self.stopped_epoch = "stopped by another callback", epoch
-            self.record_event("stop", epoch, self.stop_reason, value=value)
-
-
 # --- Tests ------------------------------------------------------------------
 
 
@@ -194,7 +164,7 @@ def test_decisions_are_markers_and_text(tensorboard):
     model = lr_probe_model()
     budget = TimeBasedLR(S.LinearDecay(1.0, decay_steps=1000), unit="second",
                          budget_seconds=10.0, clock=clock)
-    cut, best = CutLR(epoch=1), TracksBest()
+    cut, best = CutLR(epoch=1, reason="test"), TracksBest("loss", record_stops=True)
     # 4 executions per epoch, 1 fake second each: the 10 s budget ends
     # training after the second execution of epoch 2.
     model.fit(x, x, batch_size=4, epochs=20, verbose=0, callbacks=[

@@ -9,43 +9,15 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from kit_testing import AdvanceClock, FakeClock
+from kit_testing import AdvanceClock, CutLR, FakeClock, TracksBest
 
 from kerastune_kit import schedules as S
-from kerastune_kit.callbacks import KitCallback, TensorBoardCurves, TimeBasedLR, _lr_control
+from kerastune_kit.callbacks import TensorBoardCurves, TimeBasedLR
 from kerastune_kit.plotting import plot_run
 from kerastune_kit.plotting._events import read_run
 from kerastune_kit.plotting.plot_run import _markers
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-class CutLR(KitCallback):
-    """Halves the LR at the end of ``epoch`` and records it, like CurveBasedLR."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            old_lr, new_lr = _lr_control.scale_learning_rate(self.model, 0.5)
-            self.record_event("lr_cut", epoch, "plateau", old_lr=old_lr, new_lr=new_lr)
-
-
-class TracksBest(KitCallback):
-    """Exposes best_epoch/best_value like EarlyStopping and records "best"."""
-
-    monitor = "val_loss"
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self.best_epoch = self.best_value = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.best_value is None or logs["val_loss"] < self.best_value:
-            self.best_epoch, self.best_value = epoch, logs["val_loss"]
-            self.record_event("best", epoch, "improved", value=self.best_value)
 
 
 @pytest.fixture(scope="module")

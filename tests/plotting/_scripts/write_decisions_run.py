@@ -7,50 +7,17 @@ numbers of the ``kit/events`` texts and of ``kit/best_epoch`` to 1-based):
 plot_run must keep reading such folders.
 """
 
+import os
 import sys
 
 import keras
 import numpy as np
 
-from kerastune_kit import schedules as S
-from kerastune_kit.callbacks import KitCallback, TensorBoardCurves, TimeBasedLR, _lr_control
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from kit_testing import AdvanceClock, CutLR, FakeClock, TracksBest  # noqa: E402
 
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-class AdvanceClock(keras.callbacks.Callback):
-    def __init__(self, clock):
-        super().__init__()
-        self.clock = clock
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.clock.now += 1.0
-
-
-class CutLR(KitCallback):
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == 1:
-            old_lr, new_lr = _lr_control.scale_learning_rate(self.model, 0.5)
-            self.record_event("lr_cut", epoch, "plateau", old_lr=old_lr, new_lr=new_lr)
-
-
-class TracksBest(KitCallback):
-    monitor = "val_loss"
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self.best_epoch = self.best_value = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.best_value is None or logs["val_loss"] < self.best_value:
-            self.best_epoch, self.best_value = epoch, logs["val_loss"]
-            self.record_event("best", epoch, "improved", value=self.best_value)
+from kerastune_kit import schedules as S  # noqa: E402
+from kerastune_kit.callbacks import TensorBoardCurves, TimeBasedLR  # noqa: E402
 
 
 def main(log_dir):
