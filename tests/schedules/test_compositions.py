@@ -1,4 +1,7 @@
-"""The named schedules are chains of Anneal and Constant; one list of shapes for all."""
+"""The named schedules against closed forms of their phases (NumPy, float64),
+and one list of shapes for all."""
+
+import math
 
 import numpy as np
 import pytest
@@ -10,26 +13,52 @@ from kerastune_kit.schedules import _shapes
 POSITIONS = [0, 0.5, 1, 2.5, 5, 9.99, 10, 10.5, 20, 24.9, 25, 30, 49.5, 50, 74, 75, 75.25,
              80, 99, 99.9, 100, 100.5, 101, 130]
 
+SHAPES = {  # the interpolations, written out
+    "linear": lambda a, b, f: a + (b - a) * f,
+    "cosine": lambda a, b, f: b + (a - b) * 0.5 * (1 + math.cos(math.pi * f)),
+    "exponential": lambda a, b, f: a * (b / a) ** f,
+    "1-sqrt": lambda a, b, f: b + (a - b) * (1 - math.sqrt(f)),
+}
 
-def values(schedule):
-    return np.array([float(schedule(np.float32(p))) for p in POSITIONS])
+
+def anneal(start, end, steps, shape="linear"):
+    """From ``start`` at 0 to ``end`` at ``steps`` along ``shape``, then ``end``."""
+    return lambda t: SHAPES[shape](start, end, min(max(t / steps, 0.0), 1.0))
 
 
-def same(named, composed, rtol=0.0):
-    np.testing.assert_allclose(values(named), values(composed), rtol=rtol, atol=0.0)
+def constant(value):
+    return lambda t: value
+
+
+def phases(pieces, boundaries):
+    """``pieces[i]`` from ``boundaries[i-1]`` on, at the steps since then."""
+    def at(t):
+        value = pieces[0](t)
+        for boundary, piece in zip(boundaries, pieces[1:]):
+            if t >= boundary:
+                value = piece(t - boundary)
+        return value
+    return at
+
+
+def same(named, closed_form):
+    """The schedule's float32 values equal the closed form's to float32
+    precision at the schedule's scale (its largest value)."""
+    expected = np.array([closed_form(p) for p in POSITIONS])
+    np.testing.assert_allclose([float(named(np.float32(p))) for p in POSITIONS], expected,
+                               rtol=1e-6, atol=1e-6 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("end", [0.0, 0.25])
 def test_linear_decay_is_a_linear_anneal(end):
-    same(S.LinearDecay(2.0, 40, end), S.Anneal(2.0, end, 40, "linear"))
+    same(S.LinearDecay(2.0, 40, end), anneal(2.0, end, 40, "linear"))
 
 
-@pytest.mark.parametrize("anneal", ["cosine", "linear"])
-def test_one_cycle_is_two_anneals(anneal):
+@pytest.mark.parametrize("shape", ["cosine", "linear"])
+def test_one_cycle_is_two_anneals(shape):
     s = S.OneCycle(1.0, total_steps=100, pct_start=0.25, div_factor=10, final_div_factor=100,
-                   anneal=anneal)
-    same(s, S.Sequence([S.Anneal(0.1, 1.0, 25, anneal), S.Anneal(1.0, 0.001, 75, anneal)],
-                       [25]))
+                   anneal=shape)
+    same(s, phases([anneal(0.1, 1.0, 25, shape), anneal(1.0, 0.001, 75, shape)], [25]))
 
 
 @pytest.mark.parametrize("shape", ["linear", "cosine", "1-sqrt"])
@@ -37,32 +66,34 @@ def test_warmup_stable_decay_is_anneal_constant_anneal(shape):
     s = S.WarmupStableDecay(2.0, total_steps=100, warmup_steps=10, decay_steps=25,
                             initial_learning_rate=0.1, final_learning_rate=0.2,
                             decay_shape=shape)
-    same(s, S.Sequence([S.Anneal(0.1, 2.0, 10), S.Constant(2.0), S.Anneal(2.0, 0.2, 25, shape)],
-                       [10, 75]))
+    same(s, phases([anneal(0.1, 2.0, 10), constant(2.0), anneal(2.0, 0.2, 25, shape)],
+                   [10, 75]))
 
 
 @pytest.mark.parametrize("kwargs, pieces, boundaries", [
     # No warmup: the stable phase starts at 0.
-    (dict(warmup_steps=0, decay_steps=20), [S.Constant(1.0), S.Anneal(1.0, 0.0, 20)], [80]),
+    (dict(warmup_steps=0, decay_steps=20), [constant(1.0), anneal(1.0, 0.0, 20)], [80]),
     # No stable phase.
-    (dict(warmup_steps=40, decay_steps=60), [S.Anneal(0.0, 1.0, 40), S.Anneal(1.0, 0.0, 60)],
+    (dict(warmup_steps=40, decay_steps=60), [anneal(0.0, 1.0, 40), anneal(1.0, 0.0, 60)],
      [40]),
     # Decay only.
-    (dict(warmup_steps=0, decay_steps=100), [S.Anneal(1.0, 0.0, 100)], []),
+    (dict(warmup_steps=0, decay_steps=100), [anneal(1.0, 0.0, 100)], []),
     # No decay: one step of it after the end, as always.
     (dict(warmup_steps=10, decay_steps=0),
-     [S.Anneal(0.0, 1.0, 10), S.Constant(1.0), S.Anneal(1.0, 0.0, 1)], [10, 100]),
+     [anneal(0.0, 1.0, 10), constant(1.0), anneal(1.0, 0.0, 1)], [10, 100]),
 ])
 def test_warmup_stable_decay_drops_empty_phases(kwargs, pieces, boundaries):
-    same(S.WarmupStableDecay(1.0, total_steps=100, **kwargs), S.Sequence(pieces, boundaries))
+    same(S.WarmupStableDecay(1.0, total_steps=100, **kwargs), phases(pieces, boundaries))
 
 
 @pytest.mark.parametrize("shape", ["linear", "cosine", "exponential"])
 def test_warmup_is_an_anneal_to_the_schedules_first_value(shape):
     inner = S.OneCycle(1.0, 50)
-    # Warmup reads its end in float32 in the graph, Anneal takes a Python float: an ulp apart.
+    first = 1.0 / 25  # OneCycle starts at max_learning_rate / div_factor (25)
+    cycle = phases([anneal(first, 1.0, 15, "cosine"), anneal(1.0, first / 1e4, 35, "cosine")],
+                   [15])
     same(S.Warmup(inner, 10, initial_learning_rate=0.01, shape=shape),
-         S.Sequence([S.Anneal(0.01, float(inner(0)), 10, shape), inner], [10]), rtol=1e-6)
+         phases([anneal(0.01, first, 10, shape), cycle], [10]))
 
 
 def test_one_cycle_turns_between_steps():
