@@ -5,8 +5,7 @@ JSON-able data, ``set_state(state)`` puts it back, so a resumed run
 continues exactly), the reset of per-run state at train begin unless a
 backup restored it, the decisions (``events``) and the registry of the kit
 callbacks of one fit call. What a callback watching a metric adds lives in
-:mod:`kerastune_kit.callbacks.monitor_callback` (``MonitorCallback``); its
-names are still importable from here.
+:mod:`kerastune_kit.callbacks.monitor_callback` (``MonitorCallback``).
 """
 
 from __future__ import annotations

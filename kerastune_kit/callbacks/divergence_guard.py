@@ -165,7 +165,7 @@ class DivergenceGuard(MonitorCallback):
             self._first_loss = first if math.isfinite(first) else math.inf
         if self.check != "batch" or self.stopped:
             return
-        value = self._monitored_value(logs)
+        value = self._monitor_value(logs)  # on_missing="raise": never None
         reason = self._verdict(value)
         if reason is not None:
             self._diverged(self._epoch, batch, value, reason)
@@ -194,7 +194,7 @@ class DivergenceGuard(MonitorCallback):
             # good snapshot already, the logged mean is the diverged one.
             self._reset_pending = False
             return
-        value = self._monitored_value(logs)
+        value = self._monitor_value(logs)  # on_missing="raise": never None
         reason = self._verdict(value)
         snapshot = None
         if reason is None:
@@ -218,10 +218,6 @@ class DivergenceGuard(MonitorCallback):
         on_weights_replaced(self.model, "DivergenceGuard", None)
 
     # Decisions --------------------------------------------------------------
-
-    def _monitored_value(self, logs) -> float:
-        # on_missing is "raise": a missing key raises, never None.
-        return self._monitor_value(logs)
 
     def _verdict(self, value: float) -> str | None:
         if not math.isfinite(value):
