@@ -2,15 +2,15 @@
 
 Submodules: ``schedules``, ``callbacks``, ``regularizers``, ``tuning``
 (``search``, ``find_lr``), ``training``, ``plotting``, ``recipes``
-(``fit_budgeted``). They are imported on first use, so the
-``kerastune-kit`` command answers ``--help`` and usage errors at once.
+(``fit_budgeted``). Those that define serializable classes (the schedules,
+the scheduled regularizer, the optimizer's rate handle) are imported here,
+so their decorators register them with Keras and a ``.keras`` file the kit
+wrote loads after ``import kerastune_kit`` alone; the others on first use.
 """
 
 from __future__ import annotations
 
 import importlib
-
-from kerastune_kit import _registration
 
 __version__ = "0.1.0"
 
@@ -34,9 +34,10 @@ _NAMES = {
 
 __all__ = [*sorted(_NAMES), *_SUBMODULES, "__version__"]
 
-
-# A .keras file the kit wrote loads after `import kerastune_kit` alone.
-_registration.register_when_keras_loads()
+# Registered with Keras by their decorators as they are imported.
+from kerastune_kit import schedules  # noqa: E402, F401
+from kerastune_kit._model_state import optimizer as _optimizer  # noqa: E402, F401
+from kerastune_kit.regularizers import scheduled_regularizer as _scheduled  # noqa: E402, F401
 
 
 def __getattr__(name: str):

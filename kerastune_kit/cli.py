@@ -105,7 +105,7 @@ def _holds_event_files(folder: str) -> bool:
 
 def _check_output(parser, output: str) -> None:
     """Reports an image path that cannot be written as a usage error of ``-o``."""
-    from kerastune_kit._atomic import check_writable_folder
+    from kerastune_kit._files.atomic import check_writable_folder
 
     try:
         check_writable_folder("-o/--output", os.path.dirname(os.path.abspath(output)))
@@ -115,7 +115,7 @@ def _check_output(parser, output: str) -> None:
 
 def _check_logdir(parser, logdir: str, name: str | None) -> None:
     """Reports an unusable log folder as a usage error, before any training."""
-    from kerastune_kit._atomic import check_writable_folder
+    from kerastune_kit._files.atomic import check_writable_folder
 
     try:
         check_writable_folder("--logdir", os.path.join(logdir, name) if name else logdir)

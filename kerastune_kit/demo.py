@@ -129,7 +129,7 @@ def run_demo(*, epochs: int = 40, batch_size: int = 64, budget_seconds: float | 
     import tensorflow as tf
 
     from kerastune_kit import Trainer
-    from kerastune_kit._atomic import check_writable_folder
+    from kerastune_kit._files.atomic import check_writable_folder
     from kerastune_kit.callbacks import TensorBoardCurves
     from kerastune_kit.plotting import plot_run
 
@@ -243,7 +243,7 @@ def _budgeted_run(trainer, train, data, budget_seconds, curves, run_dir,
                   verbose) -> dict[str, Any]:
     """:func:`kerastune_kit.fit_budgeted` with the kit's Trainer."""
     from kerastune_kit import fit_budgeted
-    from kerastune_kit._atomic import replace_atomically
+    from kerastune_kit._files.atomic import replace_atomically
 
     result = fit_budgeted(trainer.model, train, budget_seconds=budget_seconds,
                           validation_data=(data.x_val, data.y_val), callbacks=[curves],

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kerastune_kit import _atomic
+from kerastune_kit._files import atomic as _atomic
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from kerastune_kit import _distribute
+from kerastune_kit._keras import distribute as _distribute
 
 CLUSTER_WITH_CHIEF = {"chief": ["host0:2222"], "worker": ["host1:2222", "host2:2222"]}
 WORKERS_ONLY = {"worker": ["host0:2222", "host1:2222"]}

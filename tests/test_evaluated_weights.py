@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from kit_testing import AVERAGING, SCHEDULE_FREE, averaged_model, overfit_data
 
-from kerastune_kit import _evaluated_weights as evaluated
-from kerastune_kit import _keras_private as private
+from kerastune_kit._keras import private as private
+from kerastune_kit._model_state import evaluated_weights as evaluated
 
 BACKEND = keras.backend.backend()
 

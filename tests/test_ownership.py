@@ -8,11 +8,11 @@ import subprocess
 import sys
 import time
 
-from kerastune_kit import _ownership
+from kerastune_kit._files import ownership as _ownership
 
 _HOLD = """
 import sys, time
-from kerastune_kit._ownership import Ownership
+from kerastune_kit._files.ownership import Ownership
 Ownership(sys.argv[1], "directory", folder=False).acquire()
 print("held", flush=True)
 time.sleep(600)
@@ -51,7 +51,7 @@ def test_without_fcntl_the_record_decides(tmp_path, monkeypatch):
 
 def test_exclusive_makes_a_second_process_wait(tmp_path):
     path = str(tmp_path / "section.lock")
-    waiter = ("import sys, time\nfrom kerastune_kit._ownership import exclusive\n"
+    waiter = ("import sys, time\nfrom kerastune_kit._files.ownership import exclusive\n"
               "with exclusive(sys.argv[1]):\n    print(time.monotonic(), flush=True)\n")
     with _ownership.exclusive(path):
         process = subprocess.Popen([sys.executable, "-c", waiter, path],

@@ -1,4 +1,4 @@
-"""Every private Keras or TensorFlow use of the kit is in ``kerastune_kit/_keras_private.py``.
+"""Every private Keras or TensorFlow use of the kit is in ``kerastune_kit/_keras/private.py``.
 
 A private attribute is a dependency on one version; kept in one module, each
 with the versions it was checked against and its fallback, an upgrade has
@@ -21,14 +21,13 @@ import re
 import kerastune_kit
 
 PACKAGE = pathlib.Path(kerastune_kit.__file__).parent
-THE_ONE_MODULE = PACKAGE / "_keras_private.py"
+THE_ONE_MODULE = PACKAGE / "_keras" / "private.py"
 PRIVATE_PACKAGES = ("keras.src", "tensorflow.python")
 ATTRIBUTE_FUNCTIONS = ("getattr", "hasattr", "setattr", "delattr")
 IMPORT_FUNCTIONS = ("import_module", "__import__")
 PRIVATE_NAME = re.compile(r"_[A-Za-z]\w*")
 # Private names of Python itself, not of Keras or TensorFlow.
-PYTHON = {"_initializing": "importlib marks a module spec while the module is being imported "
-                            "(kerastune_kit._registration waits for it)"}
+PYTHON: dict[str, str] = {}
 
 
 def _trees():
@@ -139,6 +138,6 @@ def test_the_scan_finds_each_kind_of_private_use():
         assert any(planted in line for line in found), (planted, found)
     assert len(found) == 8
     assert len(trees) > 40
-    # _keras_private.py itself is full of them.
+    # _keras/private.py itself is full of them.
     inside = private_uses({pathlib.Path("inside.py"): trees[THE_ONE_MODULE]}, own, keras_names)
     assert any("optimizer._learning_rate" in line for line in inside)

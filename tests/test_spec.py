@@ -2,7 +2,7 @@
 
 import pytest
 
-from kerastune_kit._spec import MAX_DEPTH, MAX_LENGTH, parse_call
+from kerastune_kit._args.spec import MAX_DEPTH, MAX_LENGTH, parse_call
 
 
 @pytest.mark.parametrize("spec, expected", [

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerastune_kit import _validation as V
+from kerastune_kit._args import validation as V
 
 
 def test_show_cuts_long_reprs():

@@ -27,7 +27,3 @@ __all__ = [
     "TimeBasedLR",
     "kit_callbacks",
 ]
-
-from kerastune_kit import _registration  # noqa: E402
-
-_registration.register_if_ready(__name__)  # see kerastune_kit._registration

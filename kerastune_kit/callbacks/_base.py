@@ -15,7 +15,7 @@ from typing import Any
 
 import keras
 
-from kerastune_kit import _keras_private as private
+from kerastune_kit._keras import private as private
 
 
 class KitCallback(keras.callbacks.Callback):

@@ -2,7 +2,7 @@
 
 The first kit callback that needs it installs a
 :class:`~kerastune_kit.schedules.ControlledSchedule` as the optimizer's
-learning rate (see :mod:`kerastune_kit._optimizer`): a plain float rate
+learning rate (see :mod:`kerastune_kit._model_state.optimizer`): a plain float rate
 becomes ``Constant(rate)``, a Keras schedule is wrapped as it is. From then
 on every kit callback talks to that one object: the time-based callback sets
 its schedule and what drives its position, curve-based control and the
@@ -13,8 +13,8 @@ the kit's schedule.
 
 from __future__ import annotations
 
-from kerastune_kit import _optimizer
-from kerastune_kit._optimizer import (
+from kerastune_kit._model_state import optimizer as _optimizer
+from kerastune_kit._model_state.optimizer import (
     controlled_schedule,
     current_learning_rate,
     has_controlled_schedule,

@@ -28,7 +28,7 @@ import json
 
 import numpy as np
 
-from kerastune_kit import _optimizer
+from kerastune_kit._model_state import optimizer as _optimizer
 from kerastune_kit.callbacks._base import KitCallback
 
 FORMAT = 2

@@ -10,17 +10,17 @@ import shutil
 import time
 import warnings
 
-from kerastune_kit import _distribute
-from kerastune_kit import _evaluated_weights as evaluated
-from kerastune_kit import _keras_private as private
-from kerastune_kit._atomic import (
+from kerastune_kit._args.validation import check_bool, check_verbose
+from kerastune_kit._files.atomic import (
     check_writable_folder,
     fsync_path,
     remove_stale_temps,
     temp_path,
 )
-from kerastune_kit._ownership import Ownership
-from kerastune_kit._validation import check_bool, check_verbose
+from kerastune_kit._files.ownership import Ownership
+from kerastune_kit._keras import distribute as _distribute
+from kerastune_kit._keras import private as private
+from kerastune_kit._model_state import evaluated_weights as evaluated
 from kerastune_kit.callbacks import _lr_control, _state_codec
 from kerastune_kit.callbacks._base import KitCallback, kit_callbacks
 

@@ -6,7 +6,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from kerastune_kit._validation import check_callable, check_positive
+from kerastune_kit._args.validation import check_callable, check_positive
 
 
 class Budget:

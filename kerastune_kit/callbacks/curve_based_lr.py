@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from kerastune_kit._validation import (
+from kerastune_kit._args.validation import (
     check_choice,
     check_int,
     check_non_negative,

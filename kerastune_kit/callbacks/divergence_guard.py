@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import warnings
 
-from kerastune_kit._snapshot import Snapshot, on_weights_replaced, weights_finite
-from kerastune_kit._validation import check_choice, check_int, check_number, check_verbose
+from kerastune_kit._args.validation import check_choice, check_int, check_number, check_verbose
+from kerastune_kit._model_state.snapshot import Snapshot, on_weights_replaced, weights_finite
 from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks.monitor_callback import MonitorCallback
 

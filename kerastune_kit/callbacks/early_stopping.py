@@ -9,23 +9,23 @@ import warnings
 import keras
 import numpy as np
 
-from kerastune_kit import _distribute
-from kerastune_kit import _evaluated_weights as evaluated
-from kerastune_kit._atomic import (
-    check_suffix,
-    check_writable_folder,
-    remove_stale_temps,
-    replace_atomically,
-)
-from kerastune_kit._ownership import Ownership
-from kerastune_kit._snapshot import weights_replaced
-from kerastune_kit._validation import (
+from kerastune_kit._args.validation import (
     check_bool,
     check_choice,
     check_int,
     check_number,
     check_verbose,
 )
+from kerastune_kit._files.atomic import (
+    check_suffix,
+    check_writable_folder,
+    remove_stale_temps,
+    replace_atomically,
+)
+from kerastune_kit._files.ownership import Ownership
+from kerastune_kit._keras import distribute as _distribute
+from kerastune_kit._model_state import evaluated_weights as evaluated
+from kerastune_kit._model_state.snapshot import weights_replaced
 from kerastune_kit.callbacks.monitor_callback import MonitorCallback
 
 _SUFFIXES = (".keras", ".weights.h5")

@@ -18,8 +18,8 @@ import warnings
 import keras
 import numpy as np
 
-from kerastune_kit import _keras_private as private
-from kerastune_kit._validation import check_choice, check_non_negative
+from kerastune_kit._args.validation import check_choice, check_non_negative
+from kerastune_kit._keras import private as private
 from kerastune_kit.callbacks._base import KitCallback
 
 _MIN_PATTERN = re.compile(

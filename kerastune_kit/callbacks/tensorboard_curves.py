@@ -12,10 +12,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerastune_kit import _optimizer
-from kerastune_kit._distribute import is_chief
-from kerastune_kit._scalars import host_float
-from kerastune_kit._validation import check_int
+from kerastune_kit._args.validation import check_int
+from kerastune_kit._keras.distribute import is_chief
+from kerastune_kit._keras.scalars import host_float
+from kerastune_kit._model_state import optimizer as _optimizer
 from kerastune_kit.callbacks import _lr_control, _tuner_trial
 from kerastune_kit.callbacks._base import KitCallback, kit_callbacks
 from kerastune_kit.plotting._events import event_markdown, run_event_files, shown_value

@@ -6,15 +6,15 @@ import time
 import warnings
 from collections.abc import Callable
 
-from kerastune_kit import _keras_private as private
-from kerastune_kit import _optimizer
-from kerastune_kit._validation import (
+from kerastune_kit._args.validation import (
     check_bool,
     check_choice,
     check_int,
     check_positive,
     check_verbose,
 )
+from kerastune_kit._keras import private as private
+from kerastune_kit._model_state import optimizer as _optimizer
 from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks._base import KitCallback
 from kerastune_kit.callbacks.budget import Budget

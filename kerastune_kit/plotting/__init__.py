@@ -6,7 +6,3 @@ matplotlib is optional: it is imported only when a plot is drawn.
 from kerastune_kit.plotting.plot_run import plot_run
 
 __all__ = ["plot_run"]
-
-from kerastune_kit import _registration  # noqa: E402
-
-_registration.register_if_ready(__name__)  # see kerastune_kit._registration

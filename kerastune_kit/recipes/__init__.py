@@ -8,7 +8,3 @@ from kerastune_kit.recipes.budgeted_result import BudgetedResult
 from kerastune_kit.recipes.fit_budgeted import fit_budgeted
 
 __all__ = ["BudgetedResult", "fit_budgeted"]
-
-from kerastune_kit import _registration  # noqa: E402
-
-_registration.register_if_ready(__name__)  # see kerastune_kit._registration

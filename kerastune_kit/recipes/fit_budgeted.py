@@ -10,15 +10,15 @@ from collections.abc import Callable
 
 import keras
 
-from kerastune_kit import _optimizer
-from kerastune_kit._atomic import check_suffix
-from kerastune_kit._validation import (
+from kerastune_kit._args.validation import (
     check_callbacks,
     check_choice,
     check_int,
     check_number,
     check_positive,
 )
+from kerastune_kit._files.atomic import check_suffix
+from kerastune_kit._model_state import optimizer as _optimizer
 from kerastune_kit.callbacks import (
     Budget,
     CurveBasedLR,

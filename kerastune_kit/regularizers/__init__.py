@@ -24,7 +24,3 @@ __all__ = [
     "orthogonal",
     "remove",
 ]
-
-from kerastune_kit import _registration  # noqa: E402
-
-_registration.register_if_ready(__name__)  # see kerastune_kit._registration

@@ -16,9 +16,9 @@ from typing import Any
 
 import keras
 
-from kerastune_kit import _keras_private as private
-from kerastune_kit._optimizer import invalidate_traces
-from kerastune_kit._validation import show
+from kerastune_kit._args.validation import show
+from kerastune_kit._keras import private as private
+from kerastune_kit._model_state.optimizer import invalidate_traces
 
 # role -> (weight attribute, regularizer attribute) pairs, first match wins
 # per weight. ``kernel=`` covers every input-side weight matrix; recurrent
@@ -210,7 +210,7 @@ def reset_compiled_functions(model) -> None:
 
     A traced function has the penalties of the moment it was traced baked
     in; ``compile`` resets these the same way. The kit's one staleness
-    signal (:func:`kerastune_kit._optimizer.invalidate_traces`) also tells
+    signal (:func:`kerastune_kit._model_state.optimizer.invalidate_traces`) also tells
     loops that cache their own traced step (the kit's ``Trainer``).
     """
     for layer, _ in walk(model):

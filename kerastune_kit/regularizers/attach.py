@@ -7,7 +7,7 @@ from typing import Any
 
 import keras
 
-from kerastune_kit._validation import check_bool, show
+from kerastune_kit._args.validation import check_bool, show
 from kerastune_kit.regularizers import _sites
 from kerastune_kit.regularizers._sites import ACTIVITY, Site
 from kerastune_kit.regularizers.lookup import get

@@ -8,8 +8,8 @@ from typing import Any
 
 import keras
 
-from kerastune_kit._spec import parse_call
-from kerastune_kit._validation import check_choice, check_non_negative, show
+from kerastune_kit._args.spec import parse_call
+from kerastune_kit._args.validation import check_choice, check_non_negative, show
 
 ACCEPTED = (
     "None, a name ('l1', 'l2', 'l1l2', 'orthogonal', 'scheduled' or Keras's "

@@ -8,9 +8,9 @@ from typing import Any
 import keras
 from keras import ops
 
-from kerastune_kit._optimizer import invalidate_traces
-from kerastune_kit._scalars import host_float
-from kerastune_kit._validation import check_non_negative, show
+from kerastune_kit._args.validation import check_non_negative, show
+from kerastune_kit._keras.scalars import host_float
+from kerastune_kit._model_state.optimizer import invalidate_traces
 from kerastune_kit.regularizers import lookup
 
 # Bare names mean the base penalty at unit strength, so that ``strength``

@@ -51,7 +51,3 @@ __all__ = [
     "get",
     "schedule_length",
 ]
-
-from kerastune_kit import _registration  # noqa: E402
-
-_registration.register_if_ready(__name__)  # see kerastune_kit._registration

@@ -13,7 +13,7 @@ from typing import Any
 
 from keras import ops
 
-from kerastune_kit._validation import check_choice
+from kerastune_kit._args.validation import check_choice
 
 SHAPES = ("linear", "cosine", "exponential", "1-sqrt")
 

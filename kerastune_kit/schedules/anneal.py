@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kerastune_kit._validation import check_int, check_non_negative
+from kerastune_kit._args.validation import check_int, check_non_negative
 from kerastune_kit.schedules import _pieces, _shapes
 from kerastune_kit.schedules._base import PieceSchedule
 from kerastune_kit.schedules._spec_names import register

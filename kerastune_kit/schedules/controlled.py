@@ -8,8 +8,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerastune_kit._scalars import host_float
-from kerastune_kit._validation import check_choice, check_number, show
+from kerastune_kit._args.validation import check_choice, check_number, show
+from kerastune_kit._keras.scalars import host_float
 from kerastune_kit.schedules._base import (
     KitSchedule,
     deserialize_schedule,

@@ -9,8 +9,8 @@ from typing import Any
 
 import keras
 
-from kerastune_kit._spec import parse_call
-from kerastune_kit._validation import (
+from kerastune_kit._args.spec import parse_call
+from kerastune_kit._args.validation import (
     check_bool,
     check_int,
     check_non_negative,

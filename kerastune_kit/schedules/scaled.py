@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kerastune_kit._validation import check_non_negative
+from kerastune_kit._args.validation import check_non_negative
 from kerastune_kit.schedules._base import (
     KitSchedule,
     as_schedule,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from kerastune_kit._validation import check_int, check_non_negative, check_number
+from kerastune_kit._args.validation import check_int, check_non_negative, check_number
 from kerastune_kit.schedules import _shapes
 from kerastune_kit.schedules._base import KitSchedule
 from kerastune_kit.schedules._spec_names import register

@@ -7,7 +7,3 @@ from kerastune_kit.training.strategy import STRATEGY_NAMES, resolve_strategy
 from kerastune_kit.training.trainer import Trainer
 
 __all__ = ["STRATEGY_NAMES", "Trainer", "resolve_strategy"]
-
-from kerastune_kit import _registration  # noqa: E402
-
-_registration.register_if_ready(__name__)  # see kerastune_kit._registration

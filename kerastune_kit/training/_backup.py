@@ -41,10 +41,10 @@ import warnings
 import keras
 import tensorflow as tf
 
-from kerastune_kit._atomic import remove_path
-from kerastune_kit._distribute import remove_worker_copy, worker_path
-from kerastune_kit._optimizer import controlled_schedule, rate_object
-from kerastune_kit._ownership import Ownership
+from kerastune_kit._files.atomic import remove_path
+from kerastune_kit._files.ownership import Ownership
+from kerastune_kit._keras.distribute import remove_worker_copy, worker_path
+from kerastune_kit._model_state.optimizer import controlled_schedule, rate_object
 from kerastune_kit.callbacks import _state_codec
 from kerastune_kit.callbacks._base import KitCallback
 

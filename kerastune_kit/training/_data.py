@@ -17,9 +17,9 @@ import types
 import keras
 import tensorflow as tf
 
-from kerastune_kit import _keras_private as private
-from kerastune_kit._distribute import num_workers
-from kerastune_kit._validation import check_int
+from kerastune_kit._args.validation import check_int
+from kerastune_kit._keras import private as private
+from kerastune_kit._keras.distribute import num_workers
 
 _KINDS = ("arrays", "dataset", "py_dataset", "generator")
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kerastune_kit import _keras_private as private
-from kerastune_kit._optimizer import base_optimizer
+from kerastune_kit._keras import private as private
+from kerastune_kit._model_state.optimizer import base_optimizer
 from kerastune_kit.training._setup import reweights_by_global_batch, takes_training_argument
 
 _SUM = tf.distribute.ReduceOp.SUM

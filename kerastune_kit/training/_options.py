@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from kerastune_kit._validation import check_bool, check_choice, check_int, check_positive
+from kerastune_kit._args.validation import check_bool, check_choice, check_int, check_positive
 
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 

@@ -14,8 +14,8 @@ import inspect
 import keras
 import tensorflow as tf
 
-from kerastune_kit._optimizer import base_optimizer
-from kerastune_kit._validation import check_non_negative, show
+from kerastune_kit._args.validation import check_non_negative, show
+from kerastune_kit._model_state.optimizer import base_optimizer
 from kerastune_kit.training.strategy import resolve_strategy
 
 # Reductions under which each replica's loss may be weighted by its share of

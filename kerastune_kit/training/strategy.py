@@ -6,9 +6,9 @@ import os
 
 import tensorflow as tf
 
-from kerastune_kit import _distribute
-from kerastune_kit import _keras_private as private
-from kerastune_kit._validation import show
+from kerastune_kit._args.validation import show
+from kerastune_kit._keras import distribute as _distribute
+from kerastune_kit._keras import private as private
 
 STRATEGY_NAMES = ("auto", "default", "one_device", "mirrored", "multiworker", "tpu")
 

@@ -10,12 +10,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerastune_kit import _evaluated_weights as evaluated
-from kerastune_kit import _keras_private as private
-from kerastune_kit import _optimizer
-from kerastune_kit._distribute import is_chief
-from kerastune_kit._snapshot import on_restore
-from kerastune_kit._validation import check_callbacks, check_choice, check_int, show
+from kerastune_kit._args.validation import check_callbacks, check_choice, check_int, show
+from kerastune_kit._keras import private as private
+from kerastune_kit._keras.distribute import is_chief
+from kerastune_kit._model_state import evaluated_weights as evaluated
+from kerastune_kit._model_state import optimizer as _optimizer
+from kerastune_kit._model_state.snapshot import on_restore
 from kerastune_kit.callbacks.stop_reason import stop_reason
 from kerastune_kit.training import _data, _setup
 from kerastune_kit.training._backup import Backup

@@ -15,7 +15,3 @@ from kerastune_kit.tuning.search import search
 from kerastune_kit.tuning.search_result import SearchResult
 
 __all__ = ["LRFinderResult", "LRRangeTest", "SearchResult", "find_lr", "search"]
-
-from kerastune_kit import _registration  # noqa: E402
-
-_registration.register_if_ready(__name__)  # see kerastune_kit._registration

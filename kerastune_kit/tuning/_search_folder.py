@@ -15,8 +15,8 @@ import json
 import os
 import socket
 
-from kerastune_kit._atomic import write_json_atomically
-from kerastune_kit._ownership import Ownership, PathInUseError, holder
+from kerastune_kit._files.atomic import write_json_atomically
+from kerastune_kit._files.ownership import Ownership, PathInUseError, holder
 
 
 def check_not_file(directory) -> None:

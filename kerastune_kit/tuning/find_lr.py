@@ -9,8 +9,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerastune_kit import _keras_private as private
-from kerastune_kit._validation import check_choice, check_int, check_number, check_positive
+from kerastune_kit._args.validation import check_choice, check_int, check_number, check_positive
+from kerastune_kit._keras import private as private
 from kerastune_kit.schedules import LinearDecay
 from kerastune_kit.tuning.lr_finder_result import SUGGESTIONS, LRFinderResult
 from kerastune_kit.tuning.lr_range_test import LRRangeTest

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kerastune_kit._validation import check_choice
+from kerastune_kit._args.validation import check_choice
 
 SUGGESTIONS = ("valley", "steepest", "minimum")
 

@@ -7,10 +7,7 @@ import math
 import keras
 import numpy as np
 
-from kerastune_kit import _optimizer
-from kerastune_kit._scalars import host_float
-from kerastune_kit._snapshot import build_optimizer
-from kerastune_kit._validation import (
+from kerastune_kit._args.validation import (
     check_bool,
     check_choice,
     check_int,
@@ -19,6 +16,9 @@ from kerastune_kit._validation import (
     check_positive,
     show,
 )
+from kerastune_kit._keras.scalars import host_float
+from kerastune_kit._model_state import optimizer as _optimizer
+from kerastune_kit._model_state.snapshot import build_optimizer
 from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks.budget import Budget
 from kerastune_kit.tuning.lr_finder_result import LRFinderResult

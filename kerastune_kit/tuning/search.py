@@ -13,9 +13,7 @@ from collections.abc import Callable
 
 import keras
 
-from kerastune_kit._atomic import _START, replace_atomically, write_json_atomically
-from kerastune_kit._ownership import exclusive
-from kerastune_kit._validation import (
+from kerastune_kit._args.validation import (
     check_callable,
     check_callbacks,
     check_choice,
@@ -23,6 +21,8 @@ from kerastune_kit._validation import (
     check_number,
     check_positive,
 )
+from kerastune_kit._files.atomic import _START, replace_atomically, write_json_atomically
+from kerastune_kit._files.ownership import exclusive
 from kerastune_kit.recipes import _inputs
 from kerastune_kit.tuning import _search_folder
 from kerastune_kit.tuning.search_result import SearchResult
@@ -424,7 +424,7 @@ def _fail_trials_of_gone_owners(study) -> None:
     """Fails, and queues again, this host's running trials whose process is
     gone (journal storages have no heartbeat; the owner record stands in)."""
     optuna = _optuna()
-    from kerastune_kit._atomic import writer_alive
+    from kerastune_kit._files.atomic import writer_alive
 
     now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):

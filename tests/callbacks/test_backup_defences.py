@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from kit_testing import CrashAfter, fit_probe, lr_probe_model, steps_in
 
-from kerastune_kit import _atomic
+from kerastune_kit._files import atomic as _atomic
 from kerastune_kit.callbacks import BackupAndRestore, CurveBasedLR, EarlyStopping
 
 

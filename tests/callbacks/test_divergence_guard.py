@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from kerastune_kit._optimizer import own_variables
+from kerastune_kit._model_state.optimizer import own_variables
 from kerastune_kit.callbacks import DivergenceGuard, MissingMonitorError, TimeBasedLR
 
 STEPS_PER_EPOCH = 8

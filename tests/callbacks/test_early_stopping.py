@@ -25,7 +25,8 @@ from kit_testing import (
     overfit_model,
 )
 
-from kerastune_kit import _evaluated_weights, _keras_private
+from kerastune_kit._keras import private as _keras_private
+from kerastune_kit._model_state import evaluated_weights as _evaluated_weights
 from kerastune_kit.callbacks import EarlyStopping, MissingMonitorError
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "_scripts")

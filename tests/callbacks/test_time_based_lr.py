@@ -16,7 +16,7 @@ from kit_testing import (
 )
 
 from kerastune_kit import schedules as S
-from kerastune_kit._optimizer import own_variables
+from kerastune_kit._model_state.optimizer import own_variables
 from kerastune_kit.callbacks import TimeBasedLR
 
 

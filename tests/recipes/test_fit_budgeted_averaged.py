@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from kit_testing import AVERAGING, TickClock, averaged_model, evaluate_overfit, overfit_data
 
-from kerastune_kit import _keras_private, fit_budgeted
+from kerastune_kit import fit_budgeted
+from kerastune_kit._keras import private as _keras_private
 
 
 def average_slots(model, kind):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kerastune_kit import regularizers as R
-from kerastune_kit._optimizer import host_sync, trace_version
+from kerastune_kit._model_state.optimizer import host_sync, trace_version
 
 
 def data(n=16, features=4):

@@ -25,7 +25,7 @@ strategy = resolve_strategy("auto")
 import keras  # noqa: E402
 from multiworker_fit import data, make_model  # noqa: E402
 
-from kerastune_kit._distribute import is_chief  # noqa: E402
+from kerastune_kit._keras.distribute import is_chief  # noqa: E402
 
 
 class Marker(keras.callbacks.Callback):

@@ -29,8 +29,8 @@ import contextlib
 
 import keras
 
-from kerastune_kit import _keras_private as private
-from kerastune_kit._scalars import host_float, host_int
+from kerastune_kit._keras import private as private
+from kerastune_kit._keras.scalars import host_float, host_int
 from kerastune_kit.schedules import Constant, ControlledSchedule
 
 _CARRIED = "_kerastune_kit_carried"

@@ -21,9 +21,9 @@ import contextlib
 import keras
 import numpy as np
 
-from kerastune_kit import _keras_private as private
-from kerastune_kit import _optimizer
-from kerastune_kit._scalars import host_float, host_int
+from kerastune_kit._keras import private as private
+from kerastune_kit._keras.scalars import host_float, host_int
+from kerastune_kit._model_state import optimizer as _optimizer
 
 _SWAP = "_kerastune_kit_evaluated_swap"
 

@@ -10,7 +10,7 @@ import contextlib
 
 import numpy as np
 
-from kerastune_kit import _optimizer
+from kerastune_kit._model_state import optimizer as _optimizer
 
 
 def build_optimizer(model) -> None:

@@ -18,7 +18,7 @@ import os
 import socket
 import time
 
-from kerastune_kit._atomic import _START, writer_alive
+from kerastune_kit._files.atomic import _START, writer_alive
 
 try:
     import fcntl
