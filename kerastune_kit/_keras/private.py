@@ -180,110 +180,6 @@ def compiled_metric_names(model) -> list[str]:
     return names
 
 
-def logged_metric_names(model) -> list[str] | None:
-    """The names ``model.fit`` logs for ``model``'s metrics (``"loss"``
-    included), as far as they can be known before the first step; None when
-    they cannot be known.
-
-    Known when the model is compiled and trains with Keras's own steps
-    (``train_step``, ``test_step``, ``compute_metrics`` and
-    ``get_metrics_result`` not overridden: these logs are then the results
-    of ``model.metrics``). The compiled metrics' container,
-    ``model._compile_metrics`` (``CompileMetrics``), is read by its
-    ``_flat_metrics``/``_flat_weighted_metrics`` once built (JAX and torch
-    build it before ``on_train_begin``; TensorFlow without a strategy at the
-    first step) and named as its ``result()`` names them; before that from
-    the user's ``_user_metrics``/``_user_weighted_metrics``, named the same
-    way (for a several-output model with every ``<output>_`` prefix: which
-    output a metric belongs to is only known once built). A several-output
-    model also logs ``<output>_loss``. The list may hold names that will not
-    appear, never misses one. Checked: {checked}. Without those attributes:
-    None.
-    """
-    if not getattr(model, "compiled", False):
-        return None
-    for method in ("train_step", "test_step", "compute_metrics", "get_metrics_result"):
-        defined = getattr(getattr(type(model), method, None), "__module__", None) or ""
-        if not defined.startswith("keras."):
-            return None  # an overridden step may log anything
-    outputs = [str(n) for n in getattr(model, "output_names", None) or []]
-    names: list[str] = []
-    counts: dict[str, int] = {}
-
-    def add(prefix: str, bare: str, weighted: bool) -> None:
-        # As CompileMetrics.result() names a duplicate: `<name>_<n>`, or
-        # `<prefix>weighted_<bare>` (then `_<n>`) for a weighted metric.
-        name = prefix + bare
-        if name in counts and weighted:
-            name = f"{prefix}weighted_{bare}"
-        if name in counts:
-            counts[name] += 1
-            name = f"{name}_{counts[name] - 1}"
-        else:
-            counts[name] = 1
-        names.append(name)
-
-    try:
-        metrics = list(model.metrics)
-    except Exception:  # noqa: BLE001 - a model that cannot list them: unknown
-        return None
-    for metric in metrics:
-        if type(metric).__name__ != "CompileMetrics":
-            names.append(metric.name)
-            continue
-        if getattr(metric, "built", False):
-            flat = (getattr(metric, "_flat_metrics", None),
-                    getattr(metric, "_flat_weighted_metrics", None))
-            if flat[0] is None or flat[1] is None:
-                return None
-            for weighted, lists in zip((False, True), flat):
-                for group in lists:
-                    prefix = f"{group.output_name}_" if getattr(group, "output_name", None) \
-                        else ""
-                    for inner in getattr(group, "metrics", None) or []:
-                        add(prefix, inner.name, weighted)
-            continue
-        for weighted, attr in ((False, "_user_metrics"), (True, "_user_weighted_metrics")):
-            if not hasattr(metric, attr):
-                return None
-            given = getattr(metric, attr)
-            for spec in keras.tree.flatten(given) if given is not None else []:
-                bare = spec if isinstance(spec, str) else getattr(
-                    spec, "name", getattr(spec, "__name__", None))
-                # Which output a spec belongs to is not kept by flatten: a
-                # several-output model may prefix it with any of them.
-                for prefix in [f"{o}_" for o in outputs] if len(outputs) > 1 else [""]:
-                    if bare:
-                        add(prefix, str(bare), weighted)
-    if len(outputs) > 1:
-        names += [f"{o}_loss" for o in outputs]
-    return list(dict.fromkeys(names))
-
-
-def running_callback_list(callback):
-    """The ``keras.callbacks.CallbackList`` that is calling a hook of
-    ``callback`` now, or None.
-
-    ``model.fit`` and the kit's ``Trainer`` call every hook through a
-    ``CallbackList`` whose methods loop ``for callback in self.callbacks``;
-    the list is the ``self`` of a calling frame (checked: {checked}). A hook
-    called by hand, or by another loop, finds none: callers then assume that
-    they cannot know the other callbacks.
-    """
-    import sys
-
-    frame = sys._getframe(1)
-    for _ in range(12):
-        if frame is None:
-            return None
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, keras.callbacks.CallbackList) and any(
-                c is callback for c in getattr(owner, "callbacks", ())):
-            return owner
-        frame = frame.f_back
-    return None
-
-
 def set_initial_epoch(model, epoch: int | None) -> None:
     """``model._initial_epoch``: where ``model.fit`` starts (read once per fit
     call, after ``on_train_begin``); Keras's own BackupAndRestore sets it
@@ -530,8 +426,8 @@ for _function in (rate_object, renew_variable_list, step_counter, wrap_variable_
                   add_optimizer_variables, jax_state_sync, compiled_metric_names,
                   set_initial_epoch, data_adapter, train_validation_split, loss_tracker,
                   build_compiled_state, child_layers, metric_direction, default_strategy,
-                  skips_gradient_reduction, gradients_already_reduced, logged_metric_names,
-                  running_callback_list, callback_model, moving_average_of, schedule_free_z,
+                  skips_gradient_reduction, gradients_already_reduced,
+                  callback_model, moving_average_of, schedule_free_z,
                   compiled_metric_lists, is_default_strategy):
     _function.__doc__ = _function.__doc__.replace("{checked}", CHECKED).replace(
         "{checked_tf}", CHECKED_TF).replace("{checked_averaging}", CHECKED_AVERAGING)

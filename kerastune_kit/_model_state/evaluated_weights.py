@@ -227,9 +227,6 @@ class ValidatesEvaluatedWeights:
         super().on_train_begin(logs)
         model = private.callback_model(self)
         end_swap(model)
-        running = private.running_callback_list(self)
-        check_no_keras_swap(model, running.callbacks if running is not None else (),
-                            type(self).__name__)
         self._in_fit = True
 
     def on_test_begin(self, logs=None):

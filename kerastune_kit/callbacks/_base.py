@@ -36,28 +36,18 @@ class KitCallback(keras.callbacks.Callback):
     # The constructor arguments that tell two callbacks of one class apart
     # in a backup (see :attr:`state_key`).
     _key_arguments: tuple[str, ...] = ()
-    # The keys this callback may write into the epoch logs, or None when it
-    # cannot say: the monitor check at train begin reads them.
-    _adds_log_keys: tuple[str, ...] | None = ("learning_rate",)
 
     @property
     def state_key(self) -> str:
-        """The name of this callback's state in a backup.
-
-        The class name and the identifying arguments, e.g.
-        ``"EarlyStopping(monitor='val_loss')"``: a backup is matched to the
-        callbacks of a restarted run by what they are, not by where they sit
-        in the list.
-        """
+        """The name of this callback's state in a backup: the class name and
+        the identifying arguments, e.g. ``"EarlyStopping(monitor='val_loss')"``,
+        so a backup is matched by what a callback is, not where it sits."""
         arguments = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._key_arguments)
         return f"{type(self).__name__}({arguments})"
 
     def get_arrays(self) -> dict[str, Any] | None:
-        """NumPy arrays this callback must keep across a restart, or None.
-
-        What is too big for the JSON state (EarlyStopping's in-memory best
-        weights). Backups save them beside :meth:`get_state`.
-        """
+        """NumPy arrays to keep across a restart, beside ``get_state()`` (e.g.
+        EarlyStopping's in-memory best weights), or None."""
         return None
 
     def set_arrays(self, arrays: dict[str, Any]) -> None:
@@ -71,13 +61,9 @@ class KitCallback(keras.callbacks.Callback):
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        """The decisions this callback took, oldest first (plain dicts).
-
-        Every event has ``callback`` (the class name), ``kind`` (``"lr_cut"``,
-        ``"rollback"``, ``"stop"``, ...), ``epoch`` (0-based) and ``reason``;
-        each callback documents its extra keys. The TensorBoard writer shows
-        them as markers.
-        """
+        """The decisions this callback took, oldest first: dicts with
+        ``callback`` (the class name), ``kind`` (``"lr_cut"``, ``"stop"``,
+        ...), ``epoch`` (0-based), ``reason`` and the kind's own keys."""
         if "_events" not in self.__dict__:
             self._events = []
         return self._events
@@ -91,8 +77,7 @@ class KitCallback(keras.callbacks.Callback):
         return event
 
     def on_train_begin(self, logs=None):
-        """Seals the registry of this fit call and starts a fresh run: the
-        per-run state is reset (:meth:`_reset`) unless :meth:`set_state`
+        """Starts a run: the per-run state is reset unless ``set_state()``
         restored it for this run. Subclasses call it first."""
         _seal(private.callback_model(self))
         self._training_begun = True
@@ -104,23 +89,19 @@ class KitCallback(keras.callbacks.Callback):
         restored state would carry). Nothing by default."""
 
     def get_state(self) -> dict[str, Any]:
-        """Returns the callback's state as plain JSON-able data.
-
-        The attributes named in ``_state_attributes``, plus ``events``: the
-        decisions taken so far, so a resumed run reports them all.
-        """
+        """Returns the callback's state as plain JSON-able data, ``events``
+        included, so a resumed run continues and reports every decision."""
         state = {name: _jsonable(getattr(self, name)) for name in self._state_attributes}
         state["events"] = [dict(e) for e in self.events]
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restores a state returned by :meth:`get_state`.
-
-        Subclasses that override it call ``super().set_state(...)`` or
-        :meth:`_mark_restored`, so that the next ``on_train_begin`` keeps the
-        restored counters instead of resetting them (a backup may restore
-        state before or after this callback's ``on_train_begin``).
-        """
+        """Restores a state returned by ``get_state()``; the next
+        ``on_train_begin`` keeps it. Raises a ``ValueError`` for unknown keys."""
+        # Subclasses that override it call super().set_state(...) or
+        # _mark_restored(), so that the next on_train_begin keeps the restored
+        # counters instead of resetting them (a backup may restore state
+        # before or after this callback's on_train_begin).
         state = dict(state)
         events = state.pop("events", None)
         unknown = set(state) - set(self._state_attributes)

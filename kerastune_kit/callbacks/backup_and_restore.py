@@ -36,66 +36,30 @@ _KEEP = 2
 class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
     """Backs up the training state each epoch and resumes from it after a crash.
 
-    Like ``keras.callbacks.BackupAndRestore``, and more complete: a backup
-    holds the model's weights, the optimizer's variables (step counter and
-    slots; both through ``model.save_weights``), the number of epochs done,
-    and what every other kit callback of the same fit call must carry
-    (:func:`~kerastune_kit.callbacks.kit_callbacks`): its ``get_state()``
-    and ``get_arrays()`` (EarlyStopping's in-memory best weights among
-    them) and the LR control (the ControlledSchedule's factor and position,
-    where a cut of CurveBasedLR or DivergenceGuard lives). Callbacks are
-    matched by :attr:`~KitCallback.state_key` (class and identifying
-    arguments), not by list position.
+    Like ``keras.callbacks.BackupAndRestore``: at ``on_train_begin`` the
+    newest intact backup in ``backup_dir`` is loaded and ``model.fit``
+    continues at the next epoch (``resumed_from_epoch`` is then the number
+    of epochs done, else None). A backup holds the model's weights, the
+    optimizer's variables, the number of epochs done, the state of every
+    other kit callback of the same fit (EarlyStopping's patience count and
+    best weights among them, matched by class and identifying arguments,
+    not list position) and the LR control (the cuts of ``CurveBasedLR`` and
+    ``DivergenceGuard``). A resumed run trains as an uninterrupted one would
+    when the data order does not depend on the process (``shuffle=False``
+    or a seeded, epoch-independent pipeline) and the ops are deterministic.
 
-    On ``on_train_begin`` the newest intact backup is loaded and
-    ``model.fit`` continues at the next epoch, the way Keras's own callback
-    does it (it sets the model's initial epoch). After an uninterrupted run
-    or a resume the training is the same, provided the data order does not
-    depend on the process (``shuffle=False`` or a seeded, epoch-independent
-    pipeline) and ops are deterministic.
-
-    Backups defend themselves:
-
-    * Each is a numbered folder written in full (weights, state, arrays),
-      then a ``manifest.json`` with the SHA-256 of every file and what the
-      backup belongs to (a fingerprint of the model's variables, the
-      optimizer's class, the callbacks' keys, and ``run_id`` if given),
-      flushed, then renamed into place. The previous complete backup stays
-      until the new one is complete; the two newest are kept. A kill at any
-      moment leaves at worst a temporary folder, removed at the next start
-      (temporary names carry the writer's pid AND start time, so a restarted
-      process with the same pid does not take them for its own).
-    * On resume a damaged backup (a missing or changed file, an unreadable
-      manifest or state) is reported, and the previous backup is used with a
-      ``UserWarning``; if none is intact, a ``ValueError`` names each folder
-      and what is wrong with it. Nothing is loaded from a damaged backup.
-    * A backup of another run (other model variables, optimizer or kit
-      callbacks, or another ``run_id``) is refused with a ``ValueError``
-      saying what differs, unless ``allow_foreign=True``.
-    * One live run per folder: the run holds an OS lock on
-      ``<backup_dir>/.lock`` while it trains (released by the kernel when
-      the process dies, so a crash never blocks the restart); a second live
-      run gets a ``ValueError`` naming the first.
-
-    A backup is written once every callback has closed the epoch: at the
-    next ``on_epoch_begin``, so callbacks placed after this one in the list
-    are backed up with the epoch's decisions included. After a normal end
-    of training the backups are deleted (``delete_on_success=False`` keeps
-    the last one, updated to the state training ends with, after the
-    ``on_train_end`` of the callbacks placed before this one, such as
-    EarlyStopping's restore; a later fit with more epochs continues from
-    it). An exception ends ``model.fit`` without ``on_train_end``, so the
-    backup stays. The kit's ``Trainer`` has its own ``backup_dir`` and
-    refuses this callback.
-
-    With an averaging optimizer (``use_ema=True``, ``ScheduleFreeAdamW``)
-    validation inside the fit runs on the averaged weights and the model ends
-    on them, as with the kit's ``EarlyStopping``; the average travels in the
-    backup with the optimizer's other variables.
-
-    Under several workers only the chief writes; every worker reads the
-    chief's backup at ``on_train_begin``, so ``backup_dir`` must be on a file
-    system that all workers see.
+    A backup is written once every callback has closed the epoch, at the
+    next ``on_epoch_begin``, as a numbered folder with a checksummed
+    manifest; the two newest are kept. A damaged newest backup is reported
+    with a ``UserWarning`` and the older one is used. After a normal end of
+    training the backups are deleted (``delete_on_success=False`` keeps the
+    last one, updated to the state training ends with); an exception
+    leaves them. With an averaging optimizer (``use_ema=True``,
+    ``ScheduleFreeAdamW``) validation runs on the averaged weights and the
+    model ends on them. Under several workers only the chief writes;
+    ``backup_dir`` must be on a file system every worker sees. The kit's
+    ``Trainer`` has its own ``backup_dir`` and refuses this callback. The
+    file layout and what it survives: ``docs/early_stopping_and_backups.md``.
 
     Args:
         backup_dir: the folder for the backups; created if needed and
@@ -116,41 +80,29 @@ class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
         delete_checkpoint: Keras's name for ``delete_on_success``; either
             one False keeps the backup. Defaults to True.
 
-    Where it differs from ``keras.callbacks.BackupAndRestore`` (Keras 3.15):
-
-    ====================  ================================  ==============================
-    What                  Keras                             kit
-    ====================  ================================  ==============================
-    ``save_freq``         ``"epoch"`` or every N batches    ``"epoch"`` only: a mid-epoch
-                                                            backup cannot resume exactly
-    what a backup holds   weights, optimizer, epoch         also every kit callback's
-                                                            state and the LR control
-    when it is written    at each epoch end, before the     at the next epoch begin, once
-                          callbacks after it in the list    every callback closed the
-                                                            epoch (a crash at the end of
-                                                            an epoch, in a later
-                                                            callback, loses that epoch)
-    previous backups      one, with                         the two newest, always, with
-                          ``double_checkpoint=True``        checksums: a damaged one is
-                                                            reported and the other used
-    another run's backup  loaded (fails if the variables    refused unless
-                          do not fit)                       ``allow_foreign=True``
-    two live runs         not detected                      the second one is refused
-    after success         deleted (``delete_checkpoint``)   deleted (``delete_on_success``,
-                                                            or Keras's name)
-    positional arguments  3rd, 4th: ``double_checkpoint``,  3rd, 4th: ``delete_on_success``,
-                          ``delete_checkpoint``             ``run_id``: name them
-    ====================  ================================  ==============================
+    Raises:
+        ValueError: for a bad argument; in ``fit``, when ``backup_dir`` is
+            not a writable folder or another live run uses it, when its
+            backup belongs to another run (without ``allow_foreign=True``),
+            or when it holds backups and none is intact.
 
     Example:
 
     ```python
-    from kerastune_kit.callbacks import BackupAndRestore, EarlyStopping
-    callbacks = [EarlyStopping(patience=5), BackupAndRestore("runs/backup")]
-    # Killed during epoch 7? Run the same script again: it resumes at
-    # epoch 7 with the optimizer state and EarlyStopping's patience count.
-    model.fit(x, y, validation_data=(xv, yv), epochs=50, shuffle=False,
-              callbacks=callbacks)
+    from kerastune_kit.callbacks import BackupAndRestore
+
+    class Crash(keras.callbacks.Callback):  # stands for a kill in epoch 4
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 4:
+                raise RuntimeError("killed")
+
+    backup = BackupAndRestore("runs/backup")
+    try:
+        model.fit(x, y, epochs=10, callbacks=[backup, Crash()], verbose=0)
+    except RuntimeError:
+        pass
+    history = model.fit(x, y, epochs=10, callbacks=[backup], verbose=0)
+    print(backup.resumed_from_epoch, len(history.history["loss"]))  # 4 6
     ```
     """
 

@@ -44,6 +44,7 @@ class Budget:
             "clock", clock, "a function returning seconds")
         self.started_at: float | None = None
         self.elapsed_before = 0.0
+        self._spent_before_start = 0.0  # what split() leaves out: earlier runs' seconds
         self._spent = {"compile": 0.0, "train": 0.0, "validate": 0.0}
         self._first: list[tuple[float, int]] = []
         self.steps_timed = 0
@@ -64,7 +65,7 @@ class Budget:
     def start(self, elapsed_before: float = 0.0) -> None:
         """Starts the clock; ``elapsed_before`` seconds count as spent already."""
         self.started_at = self.clock()
-        self.elapsed_before = float(elapsed_before)
+        self.elapsed_before = self._spent_before_start = float(elapsed_before)
 
     def stop(self) -> None:
         """Stops the clock; the seconds spent so far stay spent."""
@@ -171,7 +172,7 @@ class Budget:
             trained = min(seconds, steps * pace) if pace is not None else 0.0
             out["train"] += trained
             out["compile"] += seconds - trained
-        out["other"] = max(self.elapsed() - self.elapsed_before - sum(out.values()), 0.0)
+        out["other"] = max(self.elapsed() - self._spent_before_start - sum(out.values()), 0.0)
         return out
 
     def remaining_steps(self) -> float | None:

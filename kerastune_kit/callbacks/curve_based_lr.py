@@ -26,132 +26,75 @@ _AT_FLOOR = 1e-6
 class CurveBasedLR(MonitorCallback):
     """Cuts the learning rate when the monitored curve stops improving.
 
-    Two rules decide when to cut; both judge the (optionally EMA-smoothed)
-    monitored value at each epoch end:
+    At each epoch end one of two rules judges the monitored value (its EMA
+    with ``smoothing > 0``):
 
-    * ``rule="plateau"``: the value counts as an improvement when it beats the
-      best so far by ``min_delta`` (relative: ``current < best * (1 -
-      min_delta)`` for a minimised metric; absolute: ``current < best -
-      min_delta``). After ``patience`` epochs in a row without improvement
-      the rate is multiplied by ``factor`` (``patience=0`` and ``1`` both cut
-      at the first epoch without improvement). Non-finite values never
-      improve.
-    * ``rule="slope"``: a least-squares line is fitted to the last ``window``
-      values of the curve. Its improvement per epoch (the slope, signed so
-      that positive is better) is compared with ``min_delta`` times the
-      absolute fitted level at the newest epoch (``min_delta_mode="rel"``) or
-      with ``min_delta`` itself (``"abs"``). An epoch whose fitted
-      improvement is below that threshold is a *flat* epoch; after
-      ``patience`` flat epochs in a row (``0`` and ``1`` both mean one) the
-      rate is cut. The rule reacts to the trend of several epochs, not to one
-      noisy value. No decision is taken before the window is full, and a
-      cut empties the window, so the next decision needs ``window`` new
-      epochs: one trend is never cut twice. A non-finite value counts as a
-      flat epoch and is kept out of the window and the EMA.
+    * ``rule="plateau"``, as Keras's ``ReduceLROnPlateau``: a value that
+      beats the best so far by ``min_delta`` is an improvement; after
+      ``patience`` epochs in a row without one the rate is multiplied by
+      ``factor``.
+    * ``rule="slope"``: a least-squares line is fitted to the last
+      ``window`` values. An epoch whose fitted improvement per epoch is
+      below ``min_delta`` times the fitted level (``min_delta_mode="rel"``)
+      or below ``min_delta`` (``"abs"``) is flat; after ``patience`` flat
+      epochs in a row the rate is cut. No decision is taken until the
+      window is full, and a cut empties it. A non-finite value counts as a
+      flat epoch, even then, and stays out of the window and the EMA.
 
-    With ``smoothing > 0`` the curve is ``ema = smoothing * ema + (1 -
-    smoothing) * value``, starting at the first value (so it has no bias
-    towards zero); both rules then judge the EMA. The EMA survives cuts.
-
-    ``cooldown`` means what it means for Keras's ``ReduceLROnPlateau``: each
-    epoch end after a cut counts it down by one, and the epoch that brings it
-    to 0 decides again, so after a cut the next ``cooldown - 1`` epochs take
-    no decision (``cooldown=1`` is the same as 0) and the next cut comes at
-    the earliest ``max(patience, 1) + max(cooldown - 1, 0)`` epochs later.
-    Epochs in cooldown still update the best and fill the slope window. The
-    rate never goes below ``min_lr``; a cut that would not lower it is not
-    taken and not recorded.
-
-    Cuts multiply the ``factor`` of the optimizer's
-    :class:`~kerastune_kit.schedules.ControlledSchedule`, so they work with a
-    float learning rate, together with :class:`TimeBasedLR` (the schedule
-    keeps its shape and is scaled), and with an optimizer built directly with
-    a Keras ``LearningRateSchedule`` (wrapped, never the Keras "not settable"
-    ``TypeError``).
-
-    Each epoch's logs get ``learning_rate``: the rate in effect at the end of
-    that epoch, before any cut decided at it. Every cut is appended to
-    :attr:`events` as a dict with ``epoch`` (0-based), ``old_lr``,
-    ``new_lr``, ``rule``, ``value`` (the monitored value, unsmoothed),
-    ``reason`` (``"plateau"`` or ``"slope"``), ``callback`` and ``kind``
-    (``"lr_cut"``); slope cuts also carry ``improvement`` (fitted
-    improvement per epoch) and ``level`` (fitted level). :meth:`get_state`
-    and :meth:`set_state` carry the counters, the window, the EMA and the
-    events, so a resumed run decides exactly like an uninterrupted one.
-
-    ``CurveBasedLR(rule="plateau", min_delta_mode="abs")`` with Keras's
-    values takes Keras's decisions: the same rate after every epoch (tested
-    against Keras's own callback). Where it differs from
-    ``keras.callbacks.ReduceLROnPlateau`` (Keras 3.15):
-
-    ====================  ================================  ==============================
-    What                  Keras                             kit
-    ====================  ================================  ==============================
-    defaults              ``factor=0.1``, ``patience=10``,  ``factor=0.5``, ``patience=3``,
-                          ``min_delta=1e-4`` absolute       ``min_delta=1e-4`` relative
-                                                            (``min_delta_mode="rel"``)
-    a schedule as rate    ``TypeError``: the rate is not    the cut scales the schedule
-                          settable
-    with ``TimeBasedLR``  its float replaces the            the cut scales the schedule,
-                          schedule's rate                   which keeps its shape
-    ``monitor`` missing   warns at each epoch end           ``MissingMonitorError`` (see
-                                                            ``EarlyStopping``);
-                                                            ``on_missing="warn"``: Keras's
-    ``mode="auto"``       the metric's direction, at the    the name, then the metric, at
-                          first epoch end                   train begin
-    bad arguments         ``factor >= 1`` raises; the rest  ``ValueError`` at construction
-                          is not checked                    for every argument
-    ``verbose=1`` prints  ``Epoch 5: ReduceLROnPlateau      ``Epoch 5: CurveBasedLR
-                          reducing learning rate to         (plateau) cut the learning
-                          0.01.``                           rate from 0.02 to 0.01.``
-    several optimizers    each ``optimizer.optimizers``     one optimizer (a loss-scale
-                          is cut                            wrapper's inner one)
-    ====================  ================================  ==============================
+    A cut multiplies the ``factor`` of the optimizer's ``ControlledSchedule``,
+    so it works with a float rate, a Keras schedule as the rate, and
+    ``TimeBasedLR``, whose schedule keeps its shape, scaled. Each epoch's
+    logs get ``learning_rate`` (the rate at the epoch's end, before any cut
+    decided there); each cut is in ``events`` (``kind="lr_cut"``, ``epoch``
+    (0-based), ``old_lr``, ``new_lr``, ``value``, ``reason``). With Keras's
+    values and ``min_delta_mode="abs"`` the plateau rule takes Keras's
+    decisions. See ``docs/curve_control.md``.
 
     Args:
         monitor: the quantity in the logs. Defaults to ``"val_loss"``.
-        mode: ``"auto"`` (default), ``"min"`` or ``"max"``. ``"auto"`` reads
-            the direction from the name (loss/error-like: min;
-            accuracy/AUC/precision/recall/F1-like: max) or from the model's
-            Keras metric; otherwise training begins with a ``ValueError``
-            asking for ``mode``.
-        rule: ``"plateau"`` (default) or ``"slope"``.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (from the name, else the
+            model's metric). Defaults to ``"auto"``.
+        rule: ``"plateau"`` or ``"slope"``. Defaults to ``"plateau"``.
         factor: the multiplier of each cut, in (0, 1). Defaults to 0.5.
         patience: epochs without improvement (plateau) or flat epochs in a
-            row (slope) before a cut, ``>= 0``. Defaults to 3.
+            row (slope) before a cut, ``>= 0`` (0 acts as 1). Defaults to 3.
         min_delta: the required improvement, ``>= 0``. Defaults to 1e-4.
-        min_delta_mode: ``"rel"`` (default): a fraction of the best value
-            (plateau) or of the fitted level (slope); ``"abs"``: in the
-            metric's units (per epoch for the slope rule).
-        cooldown: epochs after a cut without decisions, ``>= 0``. Defaults
-            to 0.
-        min_lr: the floor of the rate, ``>= 0``. Defaults to 0.
+        min_delta_mode: ``"rel"``: a fraction of the best value (plateau)
+            or of the fitted level (slope); ``"abs"``: in the metric's units
+            (per epoch for the slope rule). Defaults to ``"rel"``.
+        cooldown: after a cut, ``cooldown - 1`` epochs take no decision,
+            ``>= 0``. Defaults to 0.
+        min_lr: the floor of the rate, ``>= 0``; a cut that would not lower
+            the rate is not taken. Defaults to 0.
         window: epochs in the slope fit, ``>= 2``. Defaults to 5.
-        smoothing: EMA coefficient in [0, 1); 0 (default) judges raw values.
-        on_missing: ``"raise"`` (default): a :class:`MissingMonitorError`
-            naming the missing key, the keys present and the closest (at
-            train begin when every key the fit can log is known, else at the
-            epoch end); ``"warn"``: warn once and skip such epochs.
+        smoothing: ``s`` in [0, 1): the rules judge ``ema = s * ema + (1 -
+            s) * value``. Defaults to 0 (the raw values).
+        on_missing: ``"raise"`` or ``"warn"`` (warn once, skip the epoch)
+            when ``monitor`` is not in the logs. Defaults to ``"raise"``.
         verbose: 1 prints each cut. Defaults to 0.
-        rollback_to: an :class:`EarlyStopping` with
-            ``restore_best_weights=True`` (placed before this callback): at
-            each cut the model goes back to its best epoch's weights, so the
-            lower rate refines the best state rather than the last one.
-            Defaults to None (no rollback).
+        rollback_to: an ``EarlyStopping`` with ``restore_best_weights=True``,
+            placed before this callback: at each cut the model goes back to
+            its best epoch's weights. Defaults to None (no rollback).
         tie_breaker: a second logged key that decides between equal values
-            of ``monitor`` (plateau rule), as in :class:`EarlyStopping`.
-            Defaults to None.
+            (plateau rule), as in ``EarlyStopping``. Defaults to None.
+
+    Raises:
+        ValueError: for a bad argument (named in the message); in ``fit``,
+            when ``mode="auto"`` cannot tell the direction.
+        MissingMonitorError: in ``fit``, when an epoch's logs lack
+            ``monitor`` (with ``on_missing="raise"``).
 
     Example:
 
     ```python
     from kerastune_kit.callbacks import CurveBasedLR, TimeBasedLR
     from kerastune_kit.schedules import CosineDecay
+
     cut = CurveBasedLR(rule="slope", window=4, patience=1, factor=0.5)
-    history = model.fit(x, y, validation_split=0.2, epochs=30,
+    history = model.fit(x, y, validation_data=(xv, yv), epochs=30, verbose=0,
                         callbacks=[TimeBasedLR(CosineDecay(1e-2, 3000)), cut])
-    history.history["learning_rate"]  # the rate of each epoch
-    [(e["epoch"], e["old_lr"], e["new_lr"]) for e in cut.events]
+    print(history.history["learning_rate"][-1])  # the last epoch's rate
+    print([(e["epoch"], e["old_lr"], e["new_lr"]) for e in cut.events])
     ```
     """
 

@@ -15,81 +15,56 @@ class DivergenceGuard(MonitorCallback):
     """Undoes a divergence: restores the last good state and cuts the rate.
 
     At train begin and at the end of every good epoch the guard keeps an
-    in-memory snapshot (NumPy copies) of the model's weights AND the
-    optimizer's variables (step counter and slots such as Adam's moments;
-    the optimizer is built at train begin if it was not yet, exactly as its
-    first step would build it). When the monitored loss is non-finite, or
-    above ``spike_factor`` times the reference (only while the reference is
-    positive), or when the epoch ends with a non-finite weight or optimizer
-    variable although the loss the epoch logged looks fine (the last step's
-    update, or a NaN that some CPUs' ``relu`` turns into 0, can do that),
-    the guard rolls back: it restores the snapshot,
-    multiplies the learning rate by ``factor`` (through the ``factor`` of
-    the optimizer's :class:`~kerastune_kit.schedules.ControlledSchedule`,
-    which is not among the optimizer's own variables it restores, so the
-    cut survives the restore and composes with :class:`TimeBasedLR` and
-    :class:`CurveBasedLR`) and training goes on.
+    in-memory snapshot of the model's weights and the optimizer's variables.
+    When the monitored loss is non-finite, or above ``spike_factor`` times
+    the reference (the best epoch value so far; before the first epoch
+    ends, the loss of the first execution), or when an epoch ends with a
+    non-finite weight or optimizer variable, the guard rolls back: it
+    restores the snapshot, multiplies the learning rate by ``factor`` and
+    training goes on. The cut goes into the ``factor`` of the optimizer's
+    ``ControlledSchedule``, which the restore leaves alone, so it composes
+    with ``TimeBasedLR`` and ``CurveBasedLR``. After ``max_retries``
+    rollbacks the next divergence restores the last good state, stops
+    training and warns. At train end non-finite weights are replaced by the
+    last good state, so the model never ends with them.
 
-    The reference is the best epoch value seen so far; before the first
-    epoch has ended it is the loss of the run's first execution, so a run
-    that blows up (but stays finite) in its first epoch is caught too.
-
-    After ``max_retries`` rollbacks, the next divergence restores the last
-    good state, stops training (``model.stop_training``) and warns with a
-    clear message. At train end the weights are checked once more and
-    restored if any is non-finite (e.g. another callback stopped training
-    mid-epoch), so the model never ends with non-finite weights.
-
-    * ``check="epoch"`` (default) judges the epoch's mean loss at epoch end.
-      Per batch it only notes the first execution's loss, and it lets
-      Keras dispatch batch ends asynchronously where the backend does.
-    * ``check="batch"`` also judges the logs Keras hands to each
-      ``on_train_batch_end`` (one per execution of ``steps_per_execution``
-      steps; Keras 3 reports the running mean of the epoch so far). It reads
-      only those logs, which Keras has already converted to Python numbers;
-      it reads no variable, so it adds no host sync (it does make the
-      batch-end dispatch synchronous, because a rollback must happen before
-      the next execution). Spikes are still measured against the reference
-      above, not against the best batch, so one lucky batch cannot make a
-      normal one look like a spike. After a batch rollback the epoch's
-      metrics are reset before the next batch, so the epoch's logged mean
-      covers only the steps after the rollback; if the rollback came in the
-      epoch's last execution, the epoch's logs keep the diverged value and
-      the epoch is not judged again.
-
-    Snapshots are taken only at epoch ends (and train begin): copying every
-    weight at every batch would be a host sync per batch.
-
-    Every decision is appended to :attr:`events`: ``kind="rollback"`` with
-    ``epoch``, ``batch`` (``None`` for an epoch check), ``value``, ``best``,
-    ``old_lr`` and ``new_lr`` (the rate of the next step, at the restored
-    position, before and after the cut), ``retry`` and ``reason``
-    (``"non-finite"``, ``"spike"`` or ``"non-finite weights"``);
-    ``kind="stop"`` when the retries are spent; ``kind="restore"`` for the
-    train-end check.
-
-    It is a :class:`~kerastune_kit.callbacks.MonitorCallback` of a
-    minimised quantity: a ``monitor`` the fit cannot log is reported at
-    train begin with the closest key, a missing one at the epoch end.
+    ``check="epoch"`` judges the epoch's mean loss at epoch end.
+    ``check="batch"`` also judges the logs of each ``on_train_batch_end``
+    (one per execution of ``steps_per_execution`` steps, the epoch's running
+    mean), without a host sync; after a batch rollback the epoch's metrics
+    are reset. Snapshots are taken at epoch ends only. Each decision is in
+    ``events``: ``kind="rollback"`` (with ``epoch``, ``batch``, ``value``,
+    ``old_lr``, ``new_lr``, ``retry``, and ``reason``: ``"non-finite"``,
+    ``"spike"`` or ``"non-finite weights"``), ``"stop"`` and ``"restore"``.
+    See ``docs/curve_control.md``.
 
     Args:
-        monitor: the training loss in the logs. Defaults to ``"loss"``.
-        spike_factor: a value above ``spike_factor`` times the reference
-            (the best epoch value) is a spike, ``> 1``. Defaults to 4.0.
+        monitor: the training loss in the logs, minimised. Defaults to
+            ``"loss"``.
+        spike_factor: a value above ``spike_factor`` times the reference is
+            a spike, ``> 1``. Defaults to 4.0.
         factor: the multiplier of the rate at each rollback, in (0, 1).
             Defaults to 0.5.
         max_retries: rollbacks allowed before stopping, an integer ``>= 0``.
             Defaults to 3.
-        check: ``"epoch"`` (default) or ``"batch"``.
+        check: ``"epoch"`` or ``"batch"`` (then ``monitor`` must be a
+            training metric, not ``val_...``). Defaults to ``"epoch"``.
         verbose: 1 prints each rollback. Defaults to 0.
+
+    Raises:
+        ValueError: for a bad argument (named in the message).
+        MissingMonitorError: in ``fit``, when an epoch's logs lack
+            ``monitor``.
 
     Example:
 
     ```python
     from kerastune_kit.callbacks import DivergenceGuard
+
     guard = DivergenceGuard(spike_factor=4.0, factor=0.5, max_retries=3)
-    model.fit(x, y, epochs=20, callbacks=[guard])
-    [(e["kind"], e["epoch"], e["reason"]) for e in guard.events]
+    model.fit(x, y, epochs=20, callbacks=[guard], verbose=0)
+    print([(e["kind"], e["epoch"], e["reason"]) for e in guard.events])
+    print(guard.stop_reason)  # None, or "nonfinite"/"divergence" if it stopped
     ```
 
     Attributes:
@@ -175,9 +150,9 @@ class DivergenceGuard(MonitorCallback):
         """Takes the model's current state as the last good one, and measures
         spikes afresh from the next epoch on.
 
-        Call it after putting the model back to an earlier state yourself
-        (say, the best validation epoch): that state's training loss may be
-        far above the best loss seen since, which is no divergence.
+        Call it after putting the model back to an earlier state yourself;
+        during a fit, ``EarlyStopping.restore_best()`` (and so
+        ``CurveBasedLR``'s rollback) calls it for you.
         """
         self._snapshot = Snapshot(self.model)
         self.best = None

@@ -32,160 +32,75 @@ _SUFFIXES = (".keras", ".weights.h5")
 
 
 class EarlyStopping(evaluated.ValidatesEvaluatedWeights, MonitorCallback):
-    """Stops training when a metric stops improving, and can restore the best model.
+    """Stops training when a monitored metric has stopped improving.
 
-    A drop-in for ``keras.callbacks.EarlyStopping``: ``monitor``,
-    ``min_delta``, ``patience``, ``verbose``, ``mode``, ``baseline``,
-    ``restore_best_weights`` and ``start_from_epoch`` keep Keras's names,
-    defaults and meaning, and the attributes ``stopped_epoch``,
-    ``best_epoch`` (0-based epoch indices, 0 until set, as in Keras),
-    ``best``, ``wait`` and ``best_weights`` keep Keras's types. At the end of
-    every epoch ``wait`` grows by one and resets to 0 when the monitored
-    value beats the value of the last counted improvement by ``min_delta``
-    (and beats ``baseline`` if one is given); training stops once ``wait``
-    reaches ``patience`` (not at the first epoch). With
-    ``restore_best_weights=True`` the best epoch's weights are put back in
-    every normal ending, as Keras 3.5+ does: stopped by this callback, by
-    another callback, or epochs exhausted. Every addition of the kit is off
-    by default, so swapping the import changes nothing until you ask (except
-    with an averaging optimizer, see the table):
+    A drop-in for ``keras.callbacks.EarlyStopping``: Keras's arguments and
+    attributes keep their names, defaults and meaning (``best_epoch`` and
+    ``stopped_epoch`` are 0-based, 0 until set); the kit's additions are
+    keyword-only and off by default.
 
-    * ``best_model_path`` (``.keras``: the whole model via ``model.save``;
-      ``.weights.h5``: ``model.save_weights``) is written at each new best,
-      atomically: into a temporary file in the same folder, flushed, then
-      moved over the real name with ``os.replace``. A kill during the write
-      leaves the previous best intact; temporary files of dead processes are
-      removed at the next ``on_train_begin``. The folder is created and
-      checked for writing at ``on_train_begin``, before any training.
-    * ``restore_from="disk"`` (with ``restore_best_weights=True``) keeps no
-      copy of the weights in memory and restores from ``best_model_path``.
-      Either way only the model's weights are restored; the optimizer keeps
-      its state of the last epoch, as with Keras, except that an average
-      (below) restarts at the restored weights. :meth:`restore_best` puts
-      the best epoch back after an exception or Ctrl-C, which end
-      ``model.fit`` without any hook (the kit's
-      :class:`~kerastune_kit.Trainer` calls ``on_train_end`` after an
-      error, so it restores there too).
-    * Immediate stops: ``stopping_threshold`` (good enough),
-      ``divergence_threshold`` (hopeless) and ``stop_on_nonfinite`` (NaN or
-      inf). Epochs before ``start_from_epoch`` are warm-up, as in Keras: they
-      are never the best epoch and do not count for patience or the
-      thresholds; only a non-finite value stops training during warm-up.
-    * ``min_delta_mode="rel"``: ``min_delta`` is a fraction of the reference.
-    * After training: ``best_value`` (the best monitored value, ``None``
-      when no monitored epoch had a finite value; ``best`` is the same),
-      ``stop_reason`` (``"patience"``, ``"threshold"``, ``"divergence"``,
-      ``"nonfinite"``, or ``None`` when this callback did not stop
-      training: ``stopped_epoch`` is then 0, as in Keras) and ``summary``:
-      one line saying why training ended and which epoch was restored, with
-      1-based epoch numbers like Keras's progress bar and messages
-      (``verbose=1`` prints it). The decisions are also in ``events``
-      (``"best"`` with ``value``; ``"stop"`` with ``value``, ``best_epoch``,
-      ``best_value``; their ``epoch`` is the 0-based index Keras passes to
-      callbacks).
-    * ``get_state()``/``set_state()`` carry ``best``, ``best_epoch``,
-      ``reference`` (the value of the last counted improvement), ``wait``,
-      ``stopped_epoch`` and ``stop_reason``, so a resumed run keeps counting
-      patience where it was. The in-memory best weights are not part of that
-      JSON state: :class:`BackupAndRestore` saves them beside it, so a resume
-      through it loses nothing. Resumed otherwise, the restore at the end
-      falls back to ``best_model_path`` when the best epoch is older than the
-      resume; without a path it can only restore a best epoch seen after the
-      resume, and warns.
-    * With an averaging optimizer (``use_ema=True``, ``ScheduleFreeAdamW``)
-      the weights validated, kept, written and restored are the averaged
-      ones, the weights the model ends training on (``docs/averaged_weights.md``).
-    * Under several workers every worker takes the same decisions (they see
-      the same all-reduced logs); only the chief writes ``best_model_path``,
-      the others write to a throw-away folder beside it (removed at the end)
-      so ``restore_from="disk"`` works on every worker.
+    At the end of each epoch from ``start_from_epoch`` on, ``wait`` grows by
+    one and goes back to 0 when the monitored value beats the value of the
+    last counted improvement by ``min_delta`` (and beats ``baseline``, if
+    given). Training stops (``model.stop_training = True``) once ``wait``
+    reaches ``patience``, never at epoch 0; ``stopping_threshold``,
+    ``divergence_threshold`` and ``stop_on_nonfinite`` stop it at once. The
+    best epoch is the one with the best finite value, whatever ``min_delta``.
 
-    Where it differs from ``keras.callbacks.EarlyStopping`` (Keras 3.15),
-    with the kit's extras at their defaults:
-
-    ========================  ============================  ============================
-    When                      Keras                         kit
-    ========================  ============================  ============================
-    ``min_delta > 0``         ``best``, ``best_epoch`` and  the epoch with the best
-                              the weights restored are the  value; ``min_delta`` only
-                              last epoch that improved by   decides whether patience
-                              ``min_delta``                 resets
-    a non-finite value        a NaN at the first monitored  never the best epoch
-                              epoch becomes ``best`` and
-                              is never beaten
-    ``monitor`` missing       warns at each epoch end       ``MissingMonitorError``
-                                                            naming the keys and the
-                                                            closest (``Did you mean
-                                                            'val_loss'?``): at train
-                                                            begin when every key the
-                                                            fit can log is known, else
-                                                            at the first epoch end
-                                                            (``on_missing="warn"``:
-                                                            warn once, like Keras)
-    ``mode="auto"`` fails     ``ValueError`` at the first   ``ValueError`` at train
-                              epoch end                     begin; the name decides
-                                                            first (loss/error-like:
-                                                            min; accuracy/AUC/F1-like:
-                                                            max), then the metric
-    bad arguments             an unknown ``mode`` warns     ``ValueError`` at
-                              and becomes ``"auto"``; the   construction, naming the
-                              rest is not checked           argument
-    ``verbose=1``             prints ``Epoch 5: early       prints one line: why
-                              stopping`` and the restored   training ended and which
-                              epoch                         epoch was restored
-    ``use_ema=True``          validates the raw weights;    validates the average and
-                              restores the raw weights      restores it (the model ends
-                              over the average              on what was validated)
-    ``ScheduleFreeAdamW``     validates and restores the    validates and restores the
-                              training point ``y``          average ``x``; ends on it
-    a later train begin       resets every counter          resets, unless a backup
-                                                            restored the state
-    ========================  ============================  ============================
+    With ``restore_best_weights=True`` the best epoch's weights are put back
+    when ``fit`` ends normally (stopped by any callback, or epochs
+    exhausted), or by ``restore_best()`` after an exception or Ctrl-C; with
+    ``use_ema=True`` or ``ScheduleFreeAdamW`` they are the averaged weights.
+    ``stop_reason`` says why it stopped training (or None) and ``summary``
+    why training ended and which epoch was restored. See
+    ``docs/early_stopping_and_backups.md``.
 
     Args:
         monitor: the quantity in the logs. Defaults to ``"val_loss"``.
-        min_delta: the margin an improvement must have, ``>= 0``. Defaults
-            to 0.
+        min_delta: the margin by which a value must beat the last counted
+            improvement to reset patience, ``>= 0``. Defaults to 0.
         patience: epochs without improvement after which training stops,
-            an integer ``>= 0``. Defaults to 0.
-        verbose: 1 prints the summary line at the end. Defaults to 0.
-        mode: ``"auto"`` (from the name or the model's metric), ``"min"`` or
-            ``"max"``. Defaults to ``"auto"``.
-        baseline: patience only resets on values that also beat this.
-            Defaults to None.
-        restore_best_weights: restore the best epoch's weights at the end.
-            Defaults to False.
-        start_from_epoch: warm-up epochs to ignore, ``>= 0``. Defaults to 0.
-        min_delta_mode: ``"abs"`` (by ``min_delta``) or ``"rel"`` (by the
-            fraction ``min_delta`` of the reference). Defaults to ``"abs"``.
-        best_model_path: a ``.keras`` or ``.weights.h5`` file written at
-            each new best. Defaults to None.
-        restore_from: ``"memory"`` (an in-memory copy) or ``"disk"``
-            (re-read ``best_model_path``, which is then required, as is
+            ``>= 0``. Defaults to 0.
+        verbose: 1 prints ``summary`` at the end of training. Defaults to 0.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (loss/error-like names are
+            minimised, accuracy/AUC/F1-like maximised, else the model's
+            metric tells). Defaults to ``"auto"``.
+        baseline: patience resets only on values that beat it. Defaults to None.
+        restore_best_weights: restore the best epoch at the end. Defaults to False.
+        start_from_epoch: warm-up epochs, ``>= 0``: never the best, not
+            counted (only ``stop_on_nonfinite`` acts). Defaults to 0.
+        min_delta_mode: ``"abs"`` (``min_delta`` in the metric's units) or
+            ``"rel"`` (a fraction of the reference). Defaults to ``"abs"``.
+        best_model_path: a ``.keras`` (``model.save``) or ``.weights.h5``
+            file, written atomically at each new best. Defaults to None.
+        restore_from: ``"memory"`` (a copy of the weights) or ``"disk"``
+            (re-read ``best_model_path``; needs it and
             ``restore_best_weights=True``). Defaults to ``"memory"``.
-        stop_on_nonfinite: stop as soon as the monitored value is NaN or inf.
-            Defaults to False.
-        stopping_threshold: stop as soon as the value is at least this good.
-            Defaults to None.
-        divergence_threshold: stop as soon as the value is worse than this.
-            Defaults to None.
-        on_missing: ``"raise"`` (a ``KeyError`` naming the missing key and
-            the keys present) or ``"warn"``. Defaults to ``"raise"``.
-        tie_breaker: a second logged key that decides between equal monitored
-            values, in its own direction: with ``"val_loss"`` beside a
-            ``"val_accuracy"`` monitor, an epoch of the same accuracy and a
-            lower loss is a new best (and resets patience). Defaults to None.
+        stop_on_nonfinite: stop at a NaN or inf value. Defaults to False.
+        stopping_threshold: stop once a value is this good. Defaults to None.
+        divergence_threshold: stop once a value is worse. Defaults to None.
+        on_missing: ``"raise"`` or ``"warn"`` (warn once, skip the epoch)
+            when ``monitor`` is not in the logs. Defaults to ``"raise"``.
+        tie_breaker: a second logged key that decides between equal values,
+            in its own direction (``"val_loss"`` for a ``"val_accuracy"``
+            monitor). Defaults to None.
+
+    Raises:
+        ValueError: for a bad argument; in ``fit``, when ``mode="auto"``
+            cannot tell the direction, or ``best_model_path`` is not
+            writable or is in use by another live run.
+        MissingMonitorError: in ``fit``, when ``monitor`` is missing from an
+            epoch's logs (``on_missing="raise"``).
 
     Example:
 
     ```python
     from kerastune_kit.callbacks import EarlyStopping
+
     stop = EarlyStopping(patience=3, restore_best_weights=True,
                          best_model_path="runs/best.keras")
-    history = model.fit(x, y, validation_data=(xv, yv), epochs=100,
-                        callbacks=[stop])
-    stop.best_epoch, stop.stop_reason  # e.g. (11, "patience")
-    model.evaluate(xv, yv)  # the val_loss of epoch index 11
+    model.fit(x, y, validation_data=(xv, yv), epochs=100, callbacks=[stop],
+              verbose=0)
     print(stop.summary)
     # EarlyStopping: stopped at epoch 15: val_loss did not improve for 3
     # epochs (patience=3); restored the weights of epoch 12 (val_loss=0.2)
@@ -368,25 +283,11 @@ class EarlyStopping(evaluated.ValidatesEvaluatedWeights, MonitorCallback):
 
     def restore_best(self) -> str | None:
         """Puts the best epoch's weights back now, e.g. after an exception or
-        Ctrl-C ended ``model.fit`` (which then calls no hook), or during
-        training (``CurveBasedLR(rollback_to=...)``; a ``DivergenceGuard``
-        then measures spikes afresh from those weights).
+        Ctrl-C ended ``model.fit`` (which then calls no hook).
 
-        Returns where they came from, ``"memory"`` or ``"disk"``
-        (``best_model_path``), or None when there is no best epoch (or
-        ``restore_best_weights=False``).
-
-        Example:
-
-        ```python
-        from kerastune_kit.callbacks import EarlyStopping
-
-        stop = EarlyStopping(patience=3, restore_best_weights=True)
-        try:
-            model.fit(x, y, validation_data=(xv, yv), epochs=100, callbacks=[stop])
-        except KeyboardInterrupt:
-            stop.restore_best()  # the model is the best epoch's again
-        ```
+        Returns:
+            Where they came from, ``"memory"`` or ``"disk"``, or None when
+            there is no best epoch or ``restore_best_weights=False``.
         """
         source = self._restore()
         if source is not None:

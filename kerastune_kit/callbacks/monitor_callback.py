@@ -2,9 +2,9 @@
 
 One owner for what every monitor needs: the direction of the metric (the
 only place that knows "min" from "max") and every comparison made with it
-(improvement by a margin, plain "better", thresholds, a signed trend), the
-check that the monitored key can appear in the logs (at train begin, with
-the closest key when it cannot) and the error when it is missing.
+(improvement by a margin, plain "better", thresholds, a signed trend) and
+the error when the monitored key is missing from the first epoch's logs,
+with the closest key present.
 """
 
 from __future__ import annotations
@@ -45,9 +45,8 @@ def log_scalar(name: str, value, owner: str) -> float:
 class MissingMonitorError(KeyError, ValueError):
     """The monitored quantity is not in the logs; the message lists what is.
 
-    Raised at the first epoch end without it, or at train begin when the
-    keys a fit can log are all known and ``monitor`` is not among them (a
-    ``KeyError`` for the missing key, a ``ValueError`` for the bad argument).
+    Raised at the first epoch end without it (a ``KeyError`` for the missing
+    key, a ``ValueError`` for the bad argument).
     """
 
     def __str__(self) -> str:  # KeyError would repr() the message.
@@ -98,85 +97,35 @@ def _flat_metrics(model):
         yield metric
 
 
-def logged_keys(callback) -> set[str] | None:
-    """Every key the epoch logs of the running fit can hold, as seen from
-    ``callback``'s ``on_train_begin``; None when that cannot be known.
-
-    The names the compiled model logs (``model.fit``'s and the kit's
-    ``Trainer``'s logs alike), their ``val_`` forms (a callback
-    is not told whether there is validation data, so both count), and what
-    the other callbacks of the same ``CallbackList`` may add: nothing for
-    callbacks that keep ``Callback.on_epoch_end``, ``learning_rate`` for
-    Keras's own and the kit's; any other ``on_epoch_end`` may add anything,
-    and then nothing can be known.
-    """
-    callbacks = private.running_callback_list(callback)
-    if callbacks is None:
-        return None
-    names = private.logged_metric_names(callback.model)
-    if names is None:
-        return None
-    keys = set(names) | {f"val_{name}" for name in names}
-    for other in callbacks.callbacks:
-        if other is callback:
-            continue
-        if isinstance(other, KitCallback):
-            if other._adds_log_keys is None:
-                return None
-            keys.update(other._adds_log_keys)
-            continue
-        hook = getattr(type(other), "on_epoch_end", None)
-        if hook is keras.callbacks.Callback.on_epoch_end:
-            continue
-        owner = getattr(hook, "__module__", "") or ""
-        if owner.startswith("keras.") and type(other).__name__ != "LambdaCallback":
-            keys.add("learning_rate")  # ReduceLROnPlateau, LearningRateScheduler
-            continue
-        return None  # a callback of the user's may write any key
-    return keys
-
-
 def closest_key(name: str, keys) -> str | None:
     """The key most like ``name`` (difflib), if any is close enough."""
     found = difflib.get_close_matches(name, sorted(keys), n=1, cutoff=0.6)
     return found[0] if found else None
 
 
-def check_monitor_logged(callback, monitor: str) -> None:
-    """Raises :class:`MissingMonitorError` at train begin when ``monitor``
-    cannot appear in the epoch logs of this fit, suggesting the closest key
-    that can.
-
-    Only when every key can be known (:func:`logged_keys`); otherwise the
-    first epoch end tells (:class:`MissingMonitorError`).
-    """
-    keys = logged_keys(callback)
-    if keys is None or monitor in keys or monitor.startswith("learning_rate"):
-        return
-    close = closest_key(monitor, keys)
-    hint = f" Did you mean {close!r}?" if close else ""
-    # learning_rate is what LR callbacks add; the model's own keys are the news.
-    shown = ", ".join(sorted((k for k in keys if not k.startswith("learning_rate")),
-                             key=lambda k: (k.startswith("val_"), k)))
-    raise MissingMonitorError(
-        f"{type(callback).__name__}: monitor={monitor!r} is not in the logs. Keys present: "
-        f"{shown} (every key this fit can log; the val_ ones with validation data).{hint}")
-
-
 class MonitorCallback(KitCallback):
-    """Base for callbacks that watch one metric.
+    """Base for callbacks that watch one metric in the epoch logs.
+
+    It resolves the metric's direction (``direction``) and owns every
+    comparison made with it (``_improves`` by the ``min_delta`` margin,
+    ``_is_better``, the thresholds' ``_reaches`` and ``_worse_than``), so a
+    subclass never re-derives "min" from "max"; ``_monitor_value(logs)``
+    reads the value, or says that it is missing.
 
     Args:
-        monitor: the quantity in the logs, e.g. ``"val_loss"``.
-        mode: ``"auto"``, ``"min"`` or ``"max"``. ``"auto"`` infers the
-            direction from the name or the model's metric; if it cannot, a
-            ``ValueError`` asks for ``mode``.
+        monitor: the quantity in the logs. Defaults to ``"val_loss"``.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (from the name:
+            loss/error-like is minimised, accuracy/AUC/F1-like maximised;
+            else from the model's metric; else a ``ValueError`` asks for
+            ``mode``). Defaults to ``"auto"``.
         min_delta: how much better a value must be to count as an
-            improvement, ``>= 0``.
+            improvement, ``>= 0``. Defaults to 0.
         min_delta_mode: ``"abs"``: better by ``min_delta``; ``"rel"``: better
-            by the fraction ``min_delta`` of the best value.
-        on_missing: ``"raise"``: a ``KeyError`` naming the missing key and the
-            keys present; ``"warn"``: warn once and skip the epoch.
+            by the fraction ``min_delta`` of the reference. Defaults to
+            ``"abs"``.
+        on_missing: ``"raise"``: a ``MissingMonitorError`` naming the
+            missing key and the keys present; ``"warn"``: warn once and skip
+            the epoch. Defaults to ``"raise"``.
         tie_breaker: a second logged key that decides between equal
             monitored values, in its own direction (``"val_loss"`` for a
             ``"val_accuracy"`` monitor: of two epochs with the same accuracy
@@ -208,7 +157,8 @@ class MonitorCallback(KitCallback):
 
     @property
     def direction(self) -> str:
-        """``"min"`` or ``"max"``, resolved at the latest at train begin."""
+        """``"min"`` or ``"max"``; raises a ``ValueError`` asking for ``mode``
+        when neither the name nor the model's metric tells."""
         if self._resolved_mode is None:
             self._resolved_mode = monitor_direction(self.monitor, private.callback_model(self))
         if self._resolved_mode is None:
@@ -220,11 +170,11 @@ class MonitorCallback(KitCallback):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        if self.on_missing == "raise":
-            # A misspelt name is told now, not after an epoch of training, and
-            # before the direction, whose error would blame `mode`.
-            check_monitor_logged(self, self.monitor)
-        self.direction  # noqa: B018 - resolves "auto" or raises before training.
+        # "auto" from the name or the model's metric where it can; otherwise
+        # the first epoch end tells, as Keras does: a missing key first (with
+        # the closest one present), then a direction that needs `mode`.
+        if self._resolved_mode is None:
+            self._resolved_mode = monitor_direction(self.monitor, private.callback_model(self))
 
     # Comparisons in the metric's direction: the only code that knows "min"
     # from "max" and how min_delta turns into a margin, so that no subclass

@@ -16,7 +16,7 @@ from kerastune_kit._args.validation import check_int
 from kerastune_kit._keras.distribute import is_chief
 from kerastune_kit._keras.scalars import host_float
 from kerastune_kit._model_state import optimizer as _optimizer
-from kerastune_kit.callbacks import _lr_control, _tuner_trial
+from kerastune_kit.callbacks import _lr_control
 from kerastune_kit.callbacks._base import KitCallback, kit_callbacks
 from kerastune_kit.plotting._events import event_markdown, run_event_files, shown_value
 from kerastune_kit.schedules import ControlledSchedule
@@ -30,143 +30,67 @@ _EVENT_TAG_PREFIX = "kit/"
 class TensorBoardCurves(KitCallback):
     """Writes TensorBoard curves that show what the kit did and why.
 
-    The layout is Keras's own ``TensorBoard`` callback's, so the usual
-    dashboards work: ``<log_dir>/train`` and ``<log_dir>/validation`` runs
-    hold the epoch metrics under the SAME tags (``epoch_loss``,
-    ``epoch_accuracy``, ... at step = epoch index, 0-based as Keras writes
-    it), so TensorBoard overlays training and validation; the
-    ``validation`` run also gets each validation's results against the
-    optimizer's step, ``evaluation_<metric>_vs_iterations``, as Keras
-    writes them. On top of that, in the ``train`` run:
+    The layout is Keras's ``TensorBoard`` callback's: ``<run_dir>/train``
+    and ``<run_dir>/validation`` hold the epoch metrics under the same tags
+    (``epoch_loss``, ... at step = the 0-based epoch index), and
+    ``validation`` also each validation's results against the optimizer's
+    step (``evaluation_<metric>_vs_iterations``). ``train`` also gets
+    ``epoch_learning_rate``, ``epoch_steps_per_second`` (training time
+    only) and ``epoch_iterations`` (the optimizer's step at the epoch's
+    end); with ``lr_every_steps``, ``learning_rate`` at every
+    ``lr_every_steps``-th optimizer step (computed on the host, no sync per
+    step); with an integer ``update_freq``, ``batch_<metric>``. The
+    decisions of the other kit callbacks of the fit (their ``events``) are
+    scalars ``kit/<kind>`` at their epoch and a text ``kit/events``; at
+    train end ``kit/best_epoch`` and a text ``kit/summary`` (1-based
+    epochs). ``hparams`` go to TensorBoard's HParams dashboard. Put this
+    callback last in the list: what another callback sets in its own
+    ``on_train_end`` is seen only if it comes first.
 
-    * ``epoch_learning_rate``: the rate at the end of the epoch;
-      ``epoch_steps_per_second``: optimizer steps per second of the epoch's
-      training time (validation, which starts with ``on_test_begin``, is
-      excluded); ``epoch_iterations``: the optimizer's step counter at the
-      end of the epoch, which maps epochs onto steps.
-    * ``learning_rate`` when ``lr_every_steps`` is set: the rate the
-      optimizer applied at every ``lr_every_steps``-th update, at step =
-      the update's index (``optimizer.iterations`` when it was applied), so
-      a warmup inside an epoch, or inside one ``steps_per_execution``
-      block, shows. It costs no host sync per step: before each execution
-      the callback reads the step counter and what the rate depends on (a
-      :class:`~kerastune_kit.schedules.ControlledSchedule`'s ``factor`` and
-      ``position``), after it the step counter again (Keras has just synced
-      the execution's metrics), and evaluates the schedule for the steps
-      just run on the host: ``schedule(step) * factor`` for the step unit,
-      ``schedule(position) * factor`` for the epoch and second units, a
-      Keras schedule at each step, a float rate as it is.
-    * ``batch_<metric>`` and ``batch_steps_per_second`` every
-      ``update_freq`` steps when it is an integer, from the logs Keras
-      passes at execution ends (step = optimizer step).
-    * The decisions of the other kit callbacks of the same fit call
-      (their :attr:`~kerastune_kit.callbacks.KitCallback.events`) as
-      markers at the epoch they were taken: scalars ``kit/lr_cut`` (value:
-      the new LR), ``kit/rollback``, ``kit/stop`` (value 1), ``kit/best``
-      (value: the monitored value) or ``kit/<kind>`` for any other kind
-      (value: the event's ``new_lr``, else ``value``, else 1), and a text
-      summary ``kit/events`` with one markdown line per event and its
-      reason. At train end a callback exposing ``best_epoch`` (such as
-      EarlyStopping) gives ``kit/best_epoch`` (at the best epoch's step,
-      its 1-based number as value) and a ``kit/summary`` text with best
-      epoch, best value and stop reason. Epoch numbers in the texts are
-      1-based, like Keras's progress bar. Events are written when
-      the next epoch begins and at train end, so decisions taken in the
-      epoch-end hooks of callbacks listed after this one are included;
-      what a callback sets in its own ``on_train_end`` is seen only if it
-      comes before this one in the list (put this callback last).
-    * ``hparams``: the run's configuration for TensorBoard's HParams
-      dashboard, written in ``<log_dir>`` itself (the HParams plugin finds
-      the ``train``/``validation`` metrics below it).
-
-    One folder holds one run, so two runs never merge into one zig-zag
-    curve: if ``log_dir`` already holds event files of an earlier run (in
-    it or in its ``train``/``validation`` folders) at train begin, this run
-    writes to the first sibling folder without any, ``<log_dir>-2``,
-    ``<log_dir>-3``, ..., and says so with a ``UserWarning`` naming both; a
-    folder without event files (missing, empty, just created) is used as it
-    is. :attr:`run_dir` is the folder actually used. A later ``fit`` call
-    with the SAME callback object continues in its :attr:`run_dir` when its
-    epochs continue the curves (``initial_epoch`` after the last epoch
-    written, as when resuming), and moves to the next free sibling, with a
-    warning, when they start over (another ``fit(epochs=...)`` from epoch
-    0). A new callback object, e.g. in a restarted process, starts a new
-    run, unless a backup (:class:`BackupAndRestore`, the Trainer's
-    ``backup_dir``) restores its state (``run_dir`` and the last epoch
-    written, in ``get_state()``): the resumed run continues its curves in
-    the same folder (what the killed process wrote after the backup is
-    superseded: :func:`~kerastune_kit.plotting.plot_run` keeps the resumed
-    points; TensorBoard shows both where they overlap).
-
-    In a keras-tuner search each execution of a trial is a run of its own,
-    in the folder keras-tuner gives Keras's ``TensorBoard``:
-    ``<log_dir>/<trial_id>/execution<n>`` (:attr:`trial_id`), with the
-    trial's hyperparameters in the HParams dashboard when ``hparams`` is
-    None. keras-tuner copies the callback for each execution, and the copy
-    finds its trial when training begins (see
-    ``kerastune_kit/callbacks/_tuner_trial.py``; where it cannot, each
-    trial still gets a fresh ``<log_dir>-<n>``). In an Optuna objective,
-    pass a ``log_dir`` per trial (``f"runs/trial-{trial.number}"``).
-
-    Only the chief writes under several workers; the other workers write
-    nothing. The run folder is created and checked for writing at train
-    begin, before the first step. Batch-level writing (``lr_every_steps`` or an
-    integer ``update_freq``) runs this callback's batch hooks on the main
-    thread; with epoch-level writing only, Keras may keep dispatching batch
-    ends asynchronously.
-
-    Where it differs from ``keras.callbacks.TensorBoard`` (Keras 3.15):
-
-    ====================  ================================  ==============================
-    What                  Keras                             kit
-    ====================  ================================  ==============================
-    a used ``log_dir``    appends: two runs in one folder   writes to a fresh
-                                                            ``<log_dir>-2`` and warns
-    learning rate         ``epoch_learning_rate``           also ``learning_rate`` at
-                                                            every ``lr_every_steps``-th
-                                                            optimizer step
-    steps per second      only with                         always, training time only
-                          ``write_steps_per_second=True``   (validation excluded), and
-                                                            ``epoch_iterations``
-    ``batch_*`` steps     a count of batch hooks            the optimizer's step
-    ``evaluation_*``      in ``fit`` and ``evaluate``       in ``fit`` only
-    other summaries       histograms, images, graph,        none (no such arguments);
-                          profiler, embeddings; what the    its writers are not the
-                          model's code writes (the          default, so the model's own
-                          default writer is Keras's)        summaries go nowhere
-    decisions             none                              ``kit/*`` markers and texts
-    keras-tuner           a folder per trial, for a class   the same folders, the trial
-                          named ``TensorBoard``             found by the callback
-    ====================  ================================  ==============================
+    One folder holds one run: if ``log_dir`` already holds an earlier run's
+    event files at the first epoch, this run writes to the first free
+    ``<log_dir>-2``, ``<log_dir>-3``, ... and warns; ``run_dir`` is the
+    folder used. A later ``fit`` of the same callback continues in
+    ``run_dir`` when its epochs continue the curves, and moves to a fresh
+    folder, with a warning, when they start over. A run resumed from a
+    backup continues its curves in its folder. The folder is created and
+    checked for writing at train begin; under several workers only the
+    chief writes. See ``docs/tensorboard.md``.
 
     Args:
         log_dir: the folder of this run's event files (or, if it holds an
-            earlier run's, the base name of a fresh one: see above).
-        update_freq: ``"epoch"`` (default): epoch metrics only; ``"batch"``
-            or an integer ``N >= 1``: also batch metrics every ``N`` steps.
-        lr_every_steps: log the applied LR every this many optimizer steps
-            (integer ``>= 1``), or ``None`` (default) for the epoch LR only.
-        hparams: the run's configuration, a dict of name to bool, int, float
-            or str, or ``None`` (default).
+            earlier run's, the base name of a fresh one).
+        update_freq: ``"epoch"``: epoch metrics only; ``"batch"`` (every
+            step) or an integer ``N >= 1``: also batch metrics every ``N``
+            optimizer steps. Defaults to ``"epoch"``.
+        lr_every_steps: log the applied rate every this many optimizer
+            steps, an integer ``>= 1``, or None for the epoch rate only.
+            Defaults to None.
+        hparams: the run's configuration, a dict of str to bool, int,
+            finite float or str, or None. Defaults to None.
+
+    Raises:
+        ValueError: for a bad argument (named in the message); in ``fit``,
+            when the run folder cannot be created or written.
 
     Example:
 
     ```python
     from kerastune_kit.callbacks import TensorBoardCurves, TimeBasedLR
-    from kerastune_kit.schedules import Warmup, CosineDecay
-    callbacks = [TimeBasedLR(Warmup(CosineDecay(1e-2, decay_steps=900), 100)),
-                 TensorBoardCurves("runs/demo", lr_every_steps=5,
-                                   hparams={"batch_size": 32, "optimizer": "sgd"})]
-    model.fit(x, y, validation_split=0.2, epochs=5, callbacks=callbacks)
-    # tensorboard --logdir runs/demo   shows the warmup step by step.
+    from kerastune_kit.schedules import CosineDecay, Warmup
+
+    schedule = Warmup(CosineDecay(1e-2, decay_steps=900), warmup_steps=100)
+    curves = TensorBoardCurves("runs/demo", lr_every_steps=5,
+                               hparams={"batch_size": 32, "optimizer": "adam"})
+    model.fit(x, y, validation_data=(xv, yv), epochs=5, verbose=0,
+              callbacks=[TimeBasedLR(schedule), curves])
+    print(curves.run_dir)  # runs/demo: tensorboard --logdir runs/demo
     ```
 
     Attributes:
-        run_dir: the folder this callback writes to: ``log_dir`` or a fresh
-            ``<log_dir>-<n>`` (a trial's folder in a keras-tuner search).
-            ``None`` until the first train begin, and on workers that write
-            nothing.
-        trial_id: the keras-tuner trial this run belongs to, or ``None``.
+        run_dir: the folder this callback writes to, ``log_dir`` or a fresh
+            ``<log_dir>-<n>``; None until the first epoch begins, and on
+            workers that write nothing.
     """
 
     _key_arguments = ("log_dir",)
@@ -199,9 +123,6 @@ class TensorBoardCurves(KitCallback):
         self._active = False
         self._run_pending = False
         self.run_dir: str | None = None
-        self.trial_id: str | None = None
-        self._base_dir = self.log_dir  # log_dir, or a keras-tuner trial's folder in it
-        self._run_hparams = self.hparams
         self._fitting = False
         self._last_epoch: int | None = None  # The last epoch written in run_dir.
         self._hparams_dir: str | None = None  # Where the hparams were written.
@@ -227,47 +148,20 @@ class TensorBoardCurves(KitCallback):
         if not self._active:
             return
         self._fitting = True
-        self._join_tuner_trial()
         self._file_writers = {}
         # Checked now, before any step; the run folder itself is chosen at the
         # first epoch, once every callback's on_train_begin ran (a backup may
         # restore this callback's run_dir there).
-        _prepare_log_dir(self.run_dir or self._base_dir)
+        _prepare_log_dir(self.run_dir or self.log_dir)
         self._run_pending = True
-
-    def _join_tuner_trial(self) -> None:
-        """In a keras-tuner search, each execution of a trial is a run of its
-        own, in the folder keras-tuner gives Keras's TensorBoard:
-        ``<log_dir>/<trial_id>/execution<n>``, with the trial's
-        hyperparameters in the HParams dashboard."""
-        trial = _tuner_trial.current_trial()
-        if trial is None:
-            return
-        parts = [self.log_dir, trial.trial_id]
-        if trial.execution is not None:
-            parts.append(f"execution{trial.execution}")
-        base_dir = os.path.join(*parts)
-        self.trial_id = trial.trial_id
-        if base_dir == self._base_dir:
-            return  # a later fit of the same trial's execution: the same run
-        self._base_dir = base_dir
-        if self.run_dir is not None and (
-                self.run_dir == base_dir or self.run_dir.startswith(base_dir + "-")):
-            return  # this trial's run, restored by a backup
-        # Another trial (a run_trial of the user's may reuse one callback
-        # object for all trials): a run of its own.
-        self.run_dir = None
-        self._last_epoch = None
-        if self.hparams is None and trial.hyperparameters:
-            self._run_hparams = trial.hyperparameters
 
     def _begin_run(self) -> None:
         self._run_pending = False
         if self.run_dir is None:
-            self._open_run(_fresh_run_dir(self._base_dir))
-            if self.run_dir != self._base_dir:
+            self._open_run(_fresh_run_dir(self.log_dir))
+            if self.run_dir != self.log_dir:
                 warnings.warn(
-                    f"TensorBoardCurves: {self._base_dir!r} already holds the event files "
+                    f"TensorBoardCurves: {self.log_dir!r} already holds the event files "
                     f"of an earlier run; this run writes to {self.run_dir!r} instead, so "
                     "the two runs' curves do not merge.", UserWarning, stacklevel=3)
         else:  # A later fit of the same callback, or a resumed run: the same run.
@@ -285,7 +179,7 @@ class TensorBoardCurves(KitCallback):
             for writer in self._file_writers.values():
                 writer.close()
             self._file_writers = {}
-            self._open_run(_fresh_run_dir(self._base_dir))
+            self._open_run(_fresh_run_dir(self.log_dir))
             warnings.warn(
                 f"TensorBoardCurves: this fit starts at epoch {epoch + 1}, but this "
                 f"callback already wrote epochs up to {last + 1} to {old!r}; its curves go "
@@ -420,12 +314,12 @@ class TensorBoardCurves(KitCallback):
         if run_dir != self.run_dir:
             self._last_epoch = None
         self.run_dir = run_dir
-        if self._run_hparams and self._hparams_dir != run_dir:
+        if self.hparams and self._hparams_dir != run_dir:
             from tensorboard.plugins.hparams import api as hp
 
             root = self._summary().create_file_writer(run_dir)
             with root.as_default():
-                hp.hparams(self._run_hparams, trial_id=self.trial_id)
+                hp.hparams(self.hparams)
             root.close()
             self._hparams_dir = run_dir
 

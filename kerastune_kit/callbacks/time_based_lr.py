@@ -25,120 +25,66 @@ from kerastune_kit.schedules._base import as_schedule
 class TimeBasedLR(KitCallback):
     """Sets the optimizer's learning rate from a schedule of training time.
 
-    The rate is ``schedule(position) * factor``. ``factor`` (1.0 by default)
-    is the hook through which :class:`CurveBasedLR` and the divergence guard
-    scale the rate: their cuts multiply the schedule instead of fighting it.
-    The position is computed inside the compiled step from the optimizer's
-    step counter, so the rate changes at every step, also inside
-    ``steps_per_execution``, with no host write or sync per step:
+    The rate is ``schedule(position) * factor``, computed inside the
+    compiled step from the optimizer's step counter, so it changes at every
+    step, also inside ``steps_per_execution``, with no host sync per step.
+    ``factor`` (1.0) is where the cuts of ``CurveBasedLR`` and
+    ``DivergenceGuard`` go: they scale the schedule instead of replacing it.
 
-    * ``unit="step"``: the position is the optimizer's step counter.
-    * ``unit="epoch"``: the position is the epoch index (written at epoch
-      begin).
+    * ``unit="step"``: the position is the optimizer's step counter, which
+      carries on across fits of one model.
+    * ``unit="epoch"``: the position is the 0-based epoch index.
     * ``unit="second"``: the schedule is mapped onto the steps the budget
-      buys, so that it ends exactly when the budget does (budgeted
-      training, Li et al., ICLR 2020). At every execution end the callback
-      measures the pace (seconds per optimizer step, the fit's first
-      execution excluded because it compiles) and the epoch boundaries
-      (validation and epoch-end work), estimates how many steps the rest of
-      the budget buys after paying for those boundaries and a closing
-      validation, and sets the rate at which the position moves per step to
-      reach the schedule's length at the last of them. Compile and tracing
-      time are therefore never schedule progress: the first step runs at
-      the schedule's start, and the position only moves with steps. Until a
-      pace is measured (the first two executions) the position stays where
-      it is. The length is ``total_steps`` if given, else the schedule's
-      own: the kit's schedules know it; for Keras's it is their decay
-      horizon (see :func:`kerastune_kit.schedules.schedule_length`).
+      buys at the measured pace, re-estimated as training goes, so that it
+      ends when the budget does. Compile time is no progress: the position
+      moves with steps only, and not before a pace is measured.
 
-    ``budget_seconds`` (required with ``unit="second"``, optional
-    otherwise) counts ALL wall-clock time from ``on_train_begin``:
-    compiling, validation and callbacks included, because that is what a
-    budget of time is; across a resume the elapsed time carries over through
-    :meth:`get_state`. With ``stop_at_budget`` (default) training stops at
-    the first execution end where the rest of the budget cannot pay for one
-    more execution and the closing validation at the measured pace (or the
-    budget is spent), so the fit, its last validation included, ends within
-    the budget; the epoch is still closed and validated. A budget needs the
-    batch-end hook on the main thread, so with one Keras dispatches batch
-    ends synchronously (one host sync per execution; use
-    ``steps_per_execution`` to amortise it). :attr:`seconds` tells where
-    the time went (``compile``, ``train``, ``validate``, ``other``).
-
-    ``relative=True`` takes the peak from the optimizer: the schedule's
-    values are multiples of the rate the model was compiled with (read at
-    the first train begin), so a schedule written from 1.0 down
-    (``"cosine_decay(1.0, 1000)"``) peaks at whatever rate a tuner chose.
-    The installed schedule is a :class:`~kerastune_kit.schedules.Scaled`
-    (saved with the model like any kit schedule); :attr:`peak` is the rate
-    it was scaled by. The optimizer's rate must then be a number, not a
-    schedule (``ValueError`` at train begin otherwise).
-
-    A step (or epoch) schedule that has ended goes on at its final rate. When
-    that rate is 0, training goes on changing nothing: at the first epoch
-    where that is so, a ``UserWarning`` names the schedule, its length, the
-    steps taken and the rate, once per fit. The steps are the optimizer's,
-    which carry on across fits of one model: a 1000-step schedule is used up
-    by the earlier fits of the same model.
-
-    The rate in effect at the end of each epoch is written to the epoch logs
-    as ``learning_rate``. :meth:`get_state` carries the elapsed time, the
-    factor and the position, so a resumed run continues the schedule where
-    it was.
-
-    Where it differs from ``keras.callbacks.LearningRateScheduler`` (Keras
-    3.15), which calls ``schedule(epoch, lr)`` at each epoch begin and sets
-    the optimizer's rate to the float it returns:
-
-    ====================  ================================  ==============================
-    What                  Keras                             kit
-    ====================  ================================  ==============================
-    ``schedule``          a function of (epoch, rate)       a ``LearningRateSchedule``, a
-                                                            number or a spec
-    when the rate moves   at epoch begins                   at every step, in the compiled
-                                                            step (``unit="step"``)
-    a schedule as rate    ``TypeError``: the rate is not    runs on top of it
-                          settable
-    other LR callbacks    its float overwrites theirs       cuts of ``CurveBasedLR`` and
-                                                            ``DivergenceGuard`` scale it
-    time budget           none                              ``unit="second"``,
-                                                            ``budget_seconds``
-    ``verbose=1`` prints  the rate set at each epoch        the budget's stop
-    the logs              ``learning_rate`` at epoch end    the same
-    ====================  ================================  ==============================
+    ``budget_seconds`` counts all wall-clock time from ``on_train_begin``,
+    compiling and validation included, and carries over a resume. With
+    ``stop_at_budget`` training stops at the first execution end where the
+    rest of the budget cannot pay for one more execution and the closing
+    validation; the epoch is still closed and validated. Past the length of
+    a step or epoch schedule the rate is what the schedule gives there (a
+    ``UserWarning`` once per fit when that is 0). Each epoch's logs get
+    ``learning_rate``, the rate in effect at the epoch's end. See
+    ``docs/schedules.md``.
 
     Args:
         schedule: a ``LearningRateSchedule`` (the kit's or Keras's), a number,
-            or a spec for :func:`kerastune_kit.schedules.get`.
-        unit: ``"step"`` (default), ``"epoch"`` or ``"second"``.
-        budget_seconds: the wall-clock budget, ``> 0``, or a
-            :class:`~kerastune_kit.callbacks.Budget` shared with other parts
-            of a run (its clock and what it measured count); required for
-            ``unit="second"``, optional otherwise (then it only stops
-            training when ``stop_at_budget``). Defaults to None.
+            or a spec for ``kerastune_kit.schedules.get``.
+        unit: ``"step"``, ``"epoch"`` or ``"second"``. Defaults to
+            ``"step"``.
+        budget_seconds: the wall-clock budget in seconds, ``> 0``, or a
+            ``Budget`` shared with other parts of a run (its clock and what
+            it measured count); required for ``unit="second"``, optional
+            otherwise (then it only stops training). Defaults to None.
         stop_at_budget: stop training when the budget is spent. Defaults to
             True.
-        total_steps: the schedule length to use with ``unit="second"``,
-            overriding the schedule's own, ``>= 1``. Defaults to None.
-        clock: a function returning seconds; defaults to
-            ``time.monotonic``. Tests inject their own.
+        total_steps: the schedule's length in steps, ``>= 1``, overriding
+            its own (``schedule_length``); needed with ``unit="second"``
+            for a schedule without one. Defaults to None.
+        clock: a function returning seconds. Defaults to ``time.monotonic``.
         verbose: 1 prints when the budget stops training. Defaults to 0.
-        relative: the schedule's values are multiples of the optimizer's
-            own rate. Defaults to False.
+        relative: the schedule's values are multiples of the rate the
+            optimizer was compiled with (read at the first train begin; it
+            must be a number), e.g. a schedule from 1.0 down peaks at the
+            rate a tuner chose. Defaults to False.
+
+    Raises:
+        ValueError: for a bad argument, ``unit="second"`` without
+            ``budget_seconds`` or a schedule length; in ``fit``, with
+            ``relative=True`` when the optimizer's rate is a schedule.
 
     Example:
 
     ```python
     from kerastune_kit.callbacks import TimeBasedLR
-    from kerastune_kit.schedules import Warmup, CosineDecay
-    lr = TimeBasedLR(Warmup(CosineDecay(1e-2, decay_steps=900), 100))
-    history = model.fit(x, y, epochs=5, callbacks=[lr])
-    history.history["learning_rate"]  # the rate at the end of each epoch
-    budget = TimeBasedLR(CosineDecay(1e-2, 1000), unit="second", budget_seconds=5)
-    model.fit(x, y, epochs=10_000, callbacks=[budget])  # ends within 5 s
-    budget.seconds  # {"compile": ..., "train": ..., "validate": ..., "other": ...}
-    # A tuner compiled Adam(hp_lr): cosine from hp_lr down to 0.
-    tuned = TimeBasedLR("cosine_decay(1.0, 1000)", relative=True)
+    from kerastune_kit.schedules import CosineDecay, Warmup
+
+    schedule = Warmup(CosineDecay(1e-2, decay_steps=900), warmup_steps=100)
+    lr = TimeBasedLR(schedule, unit="second", budget_seconds=2)
+    history = model.fit(x, y, epochs=10_000, callbacks=[lr], verbose=0)
+    print(lr.stop_reason, history.history["learning_rate"][-1])  # budget 0.0
     ```
 
     Attributes:
@@ -206,7 +152,7 @@ class TimeBasedLR(KitCallback):
 
     @property
     def length(self) -> int | None:
-        """Steps of the schedule that a wall-clock budget is mapped onto."""
+        """The schedule's length in steps (``total_steps`` or its own), or None."""
         return self.total_steps or schedule_length(self.schedule)
 
     @property
@@ -230,8 +176,9 @@ class TimeBasedLR(KitCallback):
 
     @property
     def seconds(self) -> dict[str, float]:
-        """Seconds of the last (or current) fit: ``compile``, ``train``,
-        ``validate`` and ``other`` (timed only with a budget)."""
+        """Seconds of the last (or current) fit, timed only with a budget:
+        ``compile``, ``train``, ``validate``, and ``other`` (the rest of the
+        seconds the budget's clock ran in this fit)."""
         return self._timer.split()
 
     def get_state(self):

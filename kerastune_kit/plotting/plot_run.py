@@ -30,42 +30,32 @@ _MARKERS = {  # kind: (colour, line style, line width, legend label)
 def plot_run(log_dir, path="curves.png", title: str | None = None) -> str:
     """Draws loss, metrics and learning rate of a run, with the kit's decisions marked.
 
-    Reads the event files under ``log_dir`` with TensorBoard's own reader:
-    the ``train`` and ``validation`` runs that
+    Reads the ``train`` and ``validation`` event files that
     :class:`~kerastune_kit.callbacks.TensorBoardCurves` (or Keras's
-    ``TensorBoard`` callback) writes. One panel per metric shows training
-    and validation against epochs; the last panel shows the learning rate on
-    a log axis: per step when the run logged it (``lr_every_steps``), else
-    at each epoch end. Vertical lines mark the LR cuts (with the new rate on
-    the LR panel), rollbacks, the best epoch and the stop, with a legend.
-
-    The x axis counts completed epochs, like Keras's progress bar: the
-    metrics of the first epoch sit at 1, a decision taken at the end of
-    epoch ``e`` (0-based, TensorBoard's step) at ``e + 1``, and a step
-    inside an epoch at its fraction of that epoch. The legend's best epoch
-    counts the same way.
-
-    ``log_dir`` must hold ONE run: a folder into which two trainings wrote
-    (a reused log dir: its ``train`` or ``validation`` curves go back to an
-    epoch they already had) raises ``ValueError`` naming the event files,
-    instead of drawing the two runs as one zig-zag curve.
-    :class:`~kerastune_kit.callbacks.TensorBoardCurves` never writes such a
-    folder (a new run goes to a fresh ``<log_dir>-2``, ...); a second fit
-    that continues the epochs (``initial_epoch``) is the same run.
-
-    matplotlib is an optional dependency; without it this raises
-    ``ImportError`` saying ``pip install matplotlib``. The figure is drawn
-    off-screen (Agg), so it works without a display and leaves pyplot alone.
+    ``TensorBoard`` callback) writes under ``log_dir``. One panel per metric
+    shows training and validation against completed epochs (the first
+    epoch at 1, as Keras's progress bar counts); the last panel shows the
+    learning rate on a log axis, per step when the run logged it
+    (``lr_every_steps``), else per epoch. Vertical lines mark the LR cuts,
+    rollbacks, the best epoch and the stop. The figure is drawn off-screen,
+    so it needs no display and leaves pyplot alone.
 
     Args:
-        log_dir: the folder given to ``TensorBoardCurves``.
+        log_dir: the folder given to ``TensorBoardCurves``, holding one run
+            (a fit continuing its epochs with ``initial_epoch`` is the same
+            run).
         path: the image file to write; its extension picks the format
             (``.png``, ``.svg``, ``.pdf``, ...). Its folder is created.
             Defaults to ``"curves.png"``.
-        title: the figure title. Defaults to the name of ``log_dir``.
+        title: the figure title. Defaults to None (the name of ``log_dir``).
 
     Returns:
         ``path``, as a string.
+
+    Raises:
+        ValueError: for a folder into which two runs wrote (its curves go
+            back to an epoch they already had), or one without epoch curves.
+        ImportError: without matplotlib, an optional dependency.
 
     Example:
 

@@ -10,30 +10,26 @@ from kerastune_kit.callbacks.stop_reason import STOP_REASONS
 
 @dataclass(frozen=True)
 class BudgetedResult:
-    """The outcome of a budgeted fit; the model holds the best weights.
+    """What :func:`~kerastune_kit.fit_budgeted` returns; the model holds the best weights.
 
     Attributes:
-        history: the ``keras.callbacks.History`` of the training run (the
-            LR search is not in it). Every epoch is validated, so
-            ``history.history[monitor][best_epoch]`` is ``best_value``.
+        history: the ``keras.callbacks.History`` of the training (not of the
+            LR search); ``history.history[monitor][best_epoch]`` is ``best_value``.
         best_epoch: the 0-based epoch whose weights the model holds, or None
             if no epoch had a finite monitored value.
         best_value: the monitored value at ``best_epoch``, as logged.
         monitor: what chose the best epoch, e.g. ``"val_accuracy"``.
-        stop_reason: a key of
-            :data:`~kerastune_kit.callbacks.stop_reason.STOP_REASONS`:
-            ``"budget"``, ``"divergence"``, ``"nonfinite"`` or ``"callback"``
-            (a callback of ``callbacks=`` stopped it).
+        stop_reason: ``"budget"``, ``"divergence"``, ``"nonfinite"`` or
+            ``"callback"``, a key of ``callbacks.stop_reason.STOP_REASONS``.
         learning_rate: the peak rate and how it was chosen: ``"peak"``,
-            ``"source"`` (``"optimizer"`` or ``"search"``), ``"reason"``
-            and, when a search ran, ``"low"``, ``"high"``, ``"steps"`` and
-            ``"suggested"``.
-        seconds: where the wall-clock time went: ``lr_search``, ``compile``,
-            ``train``, ``validate``, ``other`` and ``total``.
-        events: every decision of the recipe's callbacks, oldest first, with
-            values as logged.
-        budget_seconds: the budget.
-        steps_per_epoch: the optimizer steps between two validations.
+            ``"source"`` (``"optimizer"`` or ``"search"``), ``"reason"`` when
+            the optimizer's rate was kept, and ``"low"``, ``"high"``,
+            ``"steps"``, ``"suggested"`` when the LR search suggested a rate.
+        seconds: the seconds spent on ``lr_search``, ``compile``, ``train``,
+            ``validate`` and ``other``, and their ``total``.
+        events: the decisions of the recipe's callbacks, oldest first.
+        budget_seconds: the budget, in seconds.
+        steps_per_epoch: the batches between two validations (None: a pass).
     """
 
     history: Any

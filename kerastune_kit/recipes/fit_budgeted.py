@@ -18,6 +18,7 @@ from kerastune_kit._args.validation import (
     check_positive,
 )
 from kerastune_kit._files.atomic import check_suffix
+from kerastune_kit._model_state import evaluated_weights as evaluated
 from kerastune_kit._model_state import optimizer as _optimizer
 from kerastune_kit.callbacks import (
     Budget,
@@ -50,60 +51,52 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
                  trainer=None, clock: Callable[[], float] | None = None) -> BudgetedResult:
     """Trains a compiled model for a wall-clock budget and keeps its best epoch.
 
-    The recipe chooses the learning-rate schedule, how often to validate and
-    which epoch to keep: a warmup and a linear decay to zero at the end of
-    the budget (:class:`~kerastune_kit.callbacks.TimeBasedLR`), peaking at
-    the optimizer's rate unless a short LR range test finds it more than 3x
-    off; epochs sized so that validation takes at most a fifth of the time,
-    each validated; the best epoch kept (:class:`~kerastune_kit.callbacks.
-    EarlyStopping`); back to it with half the rate when the validation
-    curve stalls (:class:`~kerastune_kit.callbacks.CurveBasedLR`); a
-    :class:`~kerastune_kit.callbacks.DivergenceGuard`. Training runs until
-    the budget is spent (or the loss is no longer finite); all wall-clock
-    time counts, compiling included, and the call ends within the budget.
-    Everything the recipe changes on the
-    model (the optimizer's rate, ``steps_per_execution``) is given back; the
-    model holds the best epoch's weights. ``docs/budgeted_recipe.md`` gives
-    the reasons and the measurements.
+    The rate warms up and decays linearly to zero at the end of the budget,
+    peaking at the optimizer's rate (or at what a short LR range test finds,
+    when that is more than 3x off). Every epoch is validated; the best one
+    is kept, and training goes back to it with half the rate when the
+    validation curve stalls. Training runs until the budget is spent (or
+    the loss is no longer finite); all wall-clock time counts, compiling
+    included. The model ends on the best epoch's weights, with its
+    optimizer's rate and ``steps_per_execution`` given back. The parts, the
+    reasons and the measurements: ``docs/budgeted_recipe.md``.
 
     Args:
         model: a compiled ``keras.Model`` (with ``trainer``: its model).
         x: training inputs: arrays (or a dict/list of arrays), or a
             ``tf.data.Dataset`` of ``(x, y)`` batches.
         y: targets for array inputs. Defaults to None.
-        budget_seconds: the wall-clock budget, ``> 0``.
+        budget_seconds: the wall-clock budget in seconds, ``> 0``.
         validation_data: ``(x_val, y_val)``, ``(x_val, y_val, weights)`` or a
-            dataset. Give this or ``validation_split``.
-        validation_split: the fraction of array inputs (their end, as
-            ``model.fit`` takes it) kept for validation, in ``[0, 1)``.
-            Defaults to 0.
+            dataset. Give this or ``validation_split``. Defaults to None.
+        validation_split: the fraction of array inputs (their end) kept for
+            validation, in ``[0, 1)``. Defaults to 0.
         batch_size: for array inputs, ``>= 1``. Defaults to 32.
         sample_weight: per-sample weights of array inputs. Defaults to None.
         monitor: the validation metric that picks the best epoch, as Keras
-            logs it (``"val_auc"``, ``"val_cls_accuracy"``). Defaults to
-            the first accuracy the model logs, else ``"val_loss"``.
-        mode: ``"auto"`` (default), ``"min"`` or ``"max"``.
+            logs it (``"val_auc"``). Defaults to None: the first accuracy
+            the model logs, else ``"val_loss"``.
+        mode: ``"auto"``, ``"min"`` or ``"max"``. Defaults to ``"auto"``.
         best_model_path: also write the best model there (``.keras`` or
             ``.weights.h5``), atomically. Defaults to None.
-        callbacks: more callbacks (Keras's or the kit's, monitor callbacks
-            included: every epoch has validation logs). Defaults to None.
+        callbacks: more Keras or kit callbacks. Defaults to None.
         verbose: 0, 1, 2 or ``"auto"`` (1): a line per epoch with the
-            seconds spent out of the budget, then :meth:`BudgetedResult.
-            summary`.
-        trainer: a :class:`kerastune_kit.Trainer` to train with instead of
+            seconds spent, then the result's summary. Defaults to ``"auto"``.
+        trainer: a :class:`~kerastune_kit.Trainer` to train with instead of
             ``model.fit``. Defaults to None.
-        clock: the time source, a function returning seconds. Defaults to
-            ``time.monotonic``; tests pass their own.
+        clock: a function returning seconds. Defaults to None (monotonic).
 
     Returns:
-        A :class:`BudgetedResult`.
+        A :class:`~kerastune_kit.BudgetedResult`.
+
+    Raises:
+        ValueError: for bad inputs (lengths, NaN in arrays, a monitor that
+            validation does not log), before anything trains.
 
     Example:
 
     ```python
     import kerastune_kit
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
     result = kerastune_kit.fit_budgeted(model, x, y, budget_seconds=10,
                                         validation_split=0.2, verbose=0)
     print(result.summary())   # peak rate, epochs, cuts, best epoch, stop, seconds
@@ -124,6 +117,7 @@ def fit_budgeted(model, x, y=None, *, budget_seconds: float, validation_data=Non
         best_model_path = check_suffix("best_model_path", best_model_path,
                                        (".keras", ".weights.h5"))
     extra = check_callbacks(callbacks)
+    evaluated.check_no_keras_swap(model, extra, "fit_budgeted")
     rate = _optimizer.current_learning_rate(model)
     if not math.isfinite(rate) or rate <= 0:
         raise ValueError(

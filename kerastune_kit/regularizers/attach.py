@@ -19,83 +19,44 @@ def apply(model: keras.layers.Layer, kernel: Any = None, bias: Any = None,
           overwrite: bool = False) -> keras.layers.Layer:
     """Attaches regularizers to a built model in place, weights untouched.
 
-    Setting ``layer.kernel_regularizer`` on a built Keras layer does nothing,
-    because Keras reads the penalty from each weight variable's
-    ``regularizer``, set once when the weight is created. ``apply`` sets
-    both: the variable's ``regularizer`` (what ``model.losses`` and so
-    ``model.fit`` and the kit's training loop add to the loss) and the layer
-    attribute (what ``get_config`` and ``.keras`` saving record). It then
-    drops the model's traced train/test/predict functions, as ``compile``
-    does, so that a model already trained retraces with the penalty on its
-    next ``fit``/``evaluate``; the optimizer and its state are kept. The
-    kit's ``Trainer``, which caches its own traced step, sees the same
-    signal. Weight values are not touched.
-
-    Which weights each argument covers:
-
-    * ``kernel``: every input-side weight matrix: ``kernel`` (Dense,
-      EinsumDense, Conv*, ConvTranspose*, and the cells of SimpleRNN, GRU,
-      LSTM), DepthwiseConv's ``kernel``, SeparableConv's
-      ``depthwise_kernel`` and ``pointwise_kernel``, and Embedding's
-      ``embeddings`` (the whole matrix is penalised at every step, as Keras
-      does).
-    * ``bias``: ``bias`` of those layers.
-    * ``recurrent``: the ``recurrent_kernel`` of RNN cells (kept apart, as in
-      Keras's own ``recurrent_regularizer``).
-    * ``activity``: the output of each layer that has a kernel (for an RNN,
-      the RNN layer, not its per-step cell); Keras 3.14 and later divide
-      it by the batch size (earlier versions do not).
-
-    Normalization scales and offsets (``gamma``/``beta``) are not covered.
-    Keras adds weight penalties only for trainable weights: a frozen layer
-    keeps its regularizer but adds no penalty until unfrozen.
-
-    Layer selection (``layers``): ``None`` for every layer with the weight;
-    a layer class or tuple of classes (``isinstance``); a string, a regular
-    expression searched (``re.search``, so anchor it, ``"^dense$"``, for an
-    exact name) in layer names; or a predicate ``layer -> bool``. A weight
-    is selected when ``layers`` matches its layer or any layer that
-    contains it below the model itself: a nested model (selecting a whole
-    block), the RNN holding a cell (``layers=keras.layers.LSTM`` reaches
-    the LSTM's cell weights), or a wrapper such as ``Bidirectional``.
-    Sequential, functional, subclassed and nested models are walked alike;
-    a layer shared by several models is handled once.
-
-    Saving: a ``.keras`` file records regularizers through layer configs, so
-    they survive saving when every container from the model down to the
-    layer rebuilds its children from their configs: functional and
-    Sequential models, ``Bidirectional``, ``TimeDistributed`` and other
-    ``Wrapper``s, RNNs. A subclassed model (rebuilt by running its
-    ``__init__``) or a layer that creates its sublayers itself (such as
-    ``MultiHeadAttention``) rebuilds them with the regularizers of its own
-    code: the penalty works in memory and in TensorFlow checkpoints of the
-    same model object, but is not in the ``.keras`` file. ``apply`` then
-    emits a ``UserWarning`` naming those weights rather than dropping them
-    silently; re-apply after loading.
+    Sets each selected weight variable's ``regularizer`` (what
+    ``model.losses``, and so ``model.fit`` and the kit's ``Trainer``, add to
+    the loss) and the layer attribute (what ``get_config`` and ``.keras``
+    files record), then drops the model's traced functions, so the next
+    ``fit`` or ``evaluate`` includes the penalty; the optimizer and its
+    state are kept. (Setting ``layer.kernel_regularizer`` on a built layer
+    does nothing.) Where a ``.keras`` file would not carry a regularizer (a
+    subclassed model, a layer that creates its own sublayers), a
+    ``UserWarning`` names the weights. Which weights each argument covers,
+    the selection and saving in detail: ``docs/regularizers.md``.
 
     Args:
         model: a built ``keras.Model`` (or a single built layer).
-        kernel: a regularizer for kernels, anything
-            :func:`kerastune_kit.regularizers.get` accepts
-            (``"l2(1e-4)"``, ``keras.regularizers.L2(1e-4)``...). Defaults to
-            None (kernels left as they are).
-        bias: a regularizer for biases. Defaults to None.
-        activity: a regularizer for layer outputs. Defaults to None.
-        recurrent: a regularizer for recurrent kernels. Defaults to None.
-        layers: which layers; see above. Defaults to None (all).
-        overwrite: replace regularizers already there, True or False.
-            Defaults to False:
-            a weight that already has one (other than this same object)
-            raises ``ValueError`` naming the layer, the weight and the
-            existing regularizer, and nothing is changed.
+        kernel: for every input-side weight matrix (kernels, depthwise and
+            pointwise kernels, embeddings): anything
+            :func:`~kerastune_kit.regularizers.get` accepts (``"l2(1e-4)"``,
+            ``keras.regularizers.L2(1e-4)``...). Defaults to None (left as
+            they are).
+        bias: for the biases of those layers. Defaults to None.
+        activity: for the output of each layer with a kernel. Defaults to
+            None.
+        recurrent: for the recurrent kernels of RNN cells. Defaults to None.
+        layers: which layers: None (all), a layer class or tuple of classes,
+            a regular expression searched in layer names (``"^dense$"``), or
+            a predicate ``layer -> bool``; a matched layer's nested layers
+            are selected too. Defaults to None.
+        overwrite: replace regularizers already there. Defaults to False: a
+            weight that has another one raises ``ValueError``, and nothing is
+            changed.
 
     Returns:
         ``model``, changed in place.
 
     Raises:
-        ValueError: for a bad spec (naming the argument), an unbuilt model,
-            a bad ``layers`` value, a selection with no matching layer or
-            no weight of a requested kind, or a refused overwrite.
+        ValueError: for no regularizer or a bad spec (naming the argument),
+            an unbuilt model, a bad ``layers`` value, a selection with no
+            matching layer or no weight of a requested kind, or a refused
+            overwrite.
 
     Example:
 

@@ -129,22 +129,17 @@ def known_names() -> list[str]:
 def get(identifier: Any) -> keras.regularizers.Regularizer | None:
     """Returns a Keras regularizer from a loose description.
 
-    Accepts ``None`` (returns ``None``); a ``keras.regularizers.Regularizer``
-    (returned as is); a name, ``"l1"``, ``"l2"``, ``"l1l2"``,
-    ``"orthogonal"``, ``"scheduled"`` or Keras's class names ``L1``, ``L2``,
-    ``L1L2``, ``OrthogonalRegularizer`` (a bare name uses the defaults of
-    the factory: 0.01); a call-like string with literal arguments,
-    ``"l2(1e-4)"``, ``"l2(strength=1e-4)"``, ``"L2(l2=1e-4)"``,
-    ``"l1l2(l1=1e-5, l2=1e-4)"``, ``"orthogonal(0.1, mode='columns')"``,
-    ``"scheduled(1e-4, base='l2')"``; or a config dict as written by
-    ``keras.saving.serialize_keras_object`` or
-    ``{"class_name": ..., "config": {...}}`` (a class registered with
-    ``keras.saving.register_keras_serializable`` is deserialized by Keras).
-
-    Strings are parsed with :mod:`ast` (literals only), never evaluated.
-    What comes back is Keras's own ``L1``, ``L2``, ``L1L2`` or
-    ``OrthogonalRegularizer`` (or the kit's :class:`ScheduledRegularizer`),
-    so the penalty maths is Keras's.
+    Accepts ``None`` and a ``keras.regularizers.Regularizer`` (returned as
+    they are); a name, ``"l1"``, ``"l2"``, ``"l1l2"``, ``"orthogonal"``,
+    ``"scheduled"`` or Keras's class names (a bare name uses the factory's
+    defaults: 0.01, and 0.0 for ``"scheduled"``); a call with literal
+    arguments, ``"l2(1e-4)"``, ``"L2(l2=1e-4)"``,
+    ``"orthogonal(0.1, mode='columns')"``, ``"scheduled(1e-4, base='l2')"``;
+    or a config dict, ``{"class_name": ..., "config": {...}}`` (a class
+    registered with ``keras.saving.register_keras_serializable`` is
+    deserialized by Keras). Strings are parsed with :mod:`ast`, never
+    evaluated. The result is Keras's own ``L1``, ``L2``, ``L1L2`` or
+    ``OrthogonalRegularizer``, or the kit's :class:`ScheduledRegularizer`.
 
     Args:
         identifier: what to look up.

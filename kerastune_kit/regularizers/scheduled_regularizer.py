@@ -28,29 +28,21 @@ _UNIT_BASES = {
 class ScheduledRegularizer(keras.regularizers.Regularizer):
     """A penalty ``strength * base(w)`` whose strength can change mid-training.
 
-    ``strength`` is a non-trainable ``keras.Variable`` created once, in the
-    constructor. Under TensorFlow and torch the compiled train step reads it
-    at every step, so a callback that calls :meth:`set_strength` (or
-    ``strength.assign``) changes the penalty from the next step on without
-    retracing the train function: ramping L2 up over the first epochs costs
-    nothing. Under JAX each change retraces (see :meth:`set_strength`).
-
-    ``base`` is Keras's own regularizer; this class only multiplies its
-    value. A bare name (``"l1"``, ``"l2"``, ``"l1l2"``, ``"orthogonal"``)
-    means that penalty at unit strength, so ``strength`` is the coefficient
-    itself (``ScheduledRegularizer(1e-4)`` equals ``L2(1e-4)``); any other
-    spec for :func:`kerastune_kit.regularizers.get` (``"l1l2(l1=1, l2=3)"``,
-    a Keras regularizer) is used as given and scaled by ``strength``.
-
-    Serializable: ``get_config`` records the current strength and the base;
-    a model saved to ``.keras`` loads back with it (one instance per layer
-    after loading: an instance shared by several layers is saved once per
-    layer).
+    ``strength`` is a non-trainable ``keras.Variable``: a callback calling
+    :meth:`set_strength` changes the penalty from the next step on, with no
+    retrace under TensorFlow and torch (under JAX, with one). A bare
+    ``base`` name (``"l1"``, ``"l2"``, ``"l1l2"``, ``"orthogonal"``) means
+    that penalty at unit strength, so ``ScheduledRegularizer(1e-4)`` equals
+    ``L2(1e-4)``; any other spec is scaled as given. ``get_config`` records
+    the current strength, so a saved model loads back with it. More:
+    ``docs/regularizers.md``.
 
     Args:
         strength: the initial multiplier, a finite number ``>= 0``.
             Defaults to 0.0 (no penalty until a callback raises it).
-        base: the penalty to scale. Defaults to ``"l2"``.
+        base: the penalty to scale: anything
+            :func:`~kerastune_kit.regularizers.get` accepts but None and
+            another ``ScheduledRegularizer``. Defaults to ``"l2"``.
 
     Example:
 
@@ -79,15 +71,12 @@ class ScheduledRegularizer(keras.regularizers.Regularizer):
         return "float32" if dtype is None else keras.backend.standardize_dtype(dtype)
 
     def set_strength(self, value: float) -> None:
-        """Sets the multiplier; the next train step uses it.
+        """Sets the multiplier, a finite number ``>= 0``; the next step uses it.
 
-        TensorFlow and torch read the variable at every step: no retrace.
-        JAX compiles the penalty with the strength as a constant (Keras's
-        JAX trainer passes only the model's and optimizer's variables into
-        the step), so there a change retraces the train function of every
-        model this regularizer was attached to with
-        :func:`kerastune_kit.regularizers.apply`; a regularizer given to a
-        layer's constructor is only picked up at the model's next trace.
+        Under JAX, which compiles the strength as a constant, a change
+        retraces the train function of each model that
+        :func:`~kerastune_kit.regularizers.apply` attached this to; one
+        given to a layer's constructor is picked up at the next trace only.
         """
         value = float(check_non_negative("strength", value))
         if host_float(self.strength) == value:

@@ -25,30 +25,16 @@ UNITS = ("step", "epoch", "second")
 class ControlledSchedule(KitSchedule):
     """``lr = schedule(position) * factor``, with host-controlled parts.
 
-    This is the hook through which the kit's callbacks compose: the
-    time-based callback chooses ``schedule`` and what drives its position,
-    and curve-based control multiplies ``factor``, so a cut scales the
-    schedule instead of fighting it.
-
-    The position comes from the optimizer's step counter, inside the
-    compiled step, so it moves at EVERY step, also inside
-    ``steps_per_execution``:
-
-    * ``unit="step"``: ``position = step``.
-    * ``unit="epoch"`` and ``"second"``: ``position = position0 + rate *
-      (step - anchor_step)``, clipped to ``[0, length]`` for ``"second"``.
-      The host writes ``position0`` (the ``position`` variable),
-      ``anchor_step`` and ``rate`` now and then: the epoch unit sets the
-      epoch index with ``rate = 0``; the second unit re-estimates how many
-      steps its budget buys and sets the rate that reaches the schedule's
-      end then.
-
-    ``factor``, ``position``, ``anchor_step`` and ``rate`` are variables:
-    writing them needs no retrace of the train function (under JAX the kit
-    carries them in the optimizer's state during training for that reason).
-    The host evaluates the same formula on their values (:meth:`host_value`,
-    :meth:`rates_at`, :meth:`position_at`), e.g. to log the rate of every
-    step without reading the device at every step.
+    The schedule the kit's LR callbacks install on an optimizer:
+    ``TimeBasedLR`` chooses ``schedule`` and what drives its position,
+    ``CurveBasedLR`` and ``DivergenceGuard`` multiply ``factor``, so a cut
+    scales the schedule instead of fighting it. The position is computed in
+    the compiled step from the optimizer's step counter: ``step`` for
+    ``unit="step"``; ``position + rate * (step - anchor_step)`` for
+    ``"epoch"`` and ``"second"`` (clipped to ``[0, length]`` for
+    ``"second"``). The four controls are variables, so writing them
+    (``set_controls``) needs no retrace; ``host_value`` and ``rates_at``
+    compute the same rates on the host. See ``docs/schedules.md``.
 
     Args:
         schedule: the wrapped schedule, a ``LearningRateSchedule``.
@@ -123,6 +109,7 @@ class ControlledSchedule(KitSchedule):
                 variable.assign(float(value))
 
     def set_factor(self, value: float) -> None:
+        """Writes ``factor``, the multiplier of the schedule."""
         self.set_controls(factor=value)
 
     def position_at(self, step) -> float:

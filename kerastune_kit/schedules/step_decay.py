@@ -12,7 +12,9 @@ from kerastune_kit.schedules._spec_names import register
 
 @register
 class StepDecay(KitSchedule):
-    """``lr(step) = initial_learning_rate * factor ** floor(step / step_size)``.
+    """Multiplies the rate by ``factor`` every ``step_size`` steps.
+
+    ``lr(step) = initial_learning_rate * factor ** floor(step / step_size)``.
 
     Args:
         initial_learning_rate: the rate at step 0, ``>= 0``.

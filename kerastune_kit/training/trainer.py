@@ -28,156 +28,68 @@ _VERBOSE = ("auto", 0, 1, 2)
 
 
 class Trainer:
-    """Trains a Keras model with a ``tf.GradientTape`` loop on any ``tf.distribute`` strategy.
+    """Trains a Keras model with a compiled loop on any ``tf.distribute`` strategy.
 
     A drop-in for ``model.fit``, ``model.evaluate`` and ``model.predict``:
-    the same arguments with the same meaning (data of every kind Keras
-    reads, ``validation_split``, ``shuffle``, ``sample_weight``,
-    ``class_weight``, ...), the same callbacks, the same logs. Losses and
-    metrics are resolved by ``model.compile`` itself (per output in dicts or
-    lists, ``loss_weights``, ``weighted_metrics``); pass them here, or hand
-    over a model already compiled (``Trainer(model)`` or
-    :meth:`from_compiled`).
+    the same arguments, callbacks and logs; losses and metrics are resolved
+    by ``model.compile``. One cached ``tf.function`` runs up to
+    ``steps_per_execution`` steps through ``strategy.run``; callbacks run
+    between executions. A non-finite loss with no ``TerminateOnNaN`` or
+    ``DivergenceGuard`` callback is reported with a ``RuntimeWarning``. How
+    it differs from ``model.fit``, and how ``backup_dir`` resumes:
+    ``docs/trainer.md``.
 
-    The hot path is built once: one ``tf.function`` runs up to
-    ``steps_per_execution`` steps in the graph (a ``tf.while_loop``; a
-    partial last batch or execution ends cleanly), each step through
-    ``strategy.run``, and returns the metrics read once at its end. Python
-    runs only between executions: callbacks, the progress bar, the NaN
-    check. One design serves one device, ``MirroredStrategy``,
-    ``MultiWorkerMirroredStrategy`` and TPUs.
-
-    The compiled executions are cached on the Trainer across ``fit``,
-    ``evaluate`` and ``predict`` calls, as ``model.fit`` caches its train
-    function. They are traced again only when the graph must change: the
-    data's structure or dtypes change (a new batch shape is traced once
-    more, then a general trace serves every shape), the loop kind changes
-    (data of known length vs. data that may end inside an execution), the
-    model is compiled again, or the kit signals a change of the step's graph
-    (a new learning-rate object, regularizers attached). Epochs, calls,
-    step counts and callbacks never retrace.
-
-    What the loop does beyond ``model.fit``:
-
-    * Each replica's loss is weighted by its share of the global batch, so a
-      last batch split unevenly over replicas gives the true mean (losses
-      that are means over the batch, Keras's default; other reductions and
-      a subclass's own ``compute_loss`` are used as ``model.fit`` uses
-      them). On equal parts this is exactly ``model.fit``'s loss.
-    * ``clipnorm`` clips the global norm of the gradient AFTER it is summed
-      over replicas (Keras clips each replica's part: tensorflow#33929), so
-      two replicas clip exactly like one replica with the same global batch.
-    * ``gradient_accumulation_steps=k``: the optimizer steps once per ``k``
-      batches with the mean of their gradients; ``optimizer.iterations``
-      counts updates. Accumulators carry over epoch ends.
-    * ``mixed_precision="mixed_float16"`` wraps the optimizer in
-      ``keras.optimizers.LossScaleOptimizer`` and scales the loss inside the
-      tape; ``"mixed_bfloat16"`` needs no scaling. A model whose dtype policy
-      is already mixed is trained that way when the argument is left None.
-    * ``backup_dir``: epoch-end checkpoints; a killed run resumes exactly.
-    * A NaN or infinite loss without a ``TerminateOnNaN`` or
-      ``DivergenceGuard`` callback is reported with a ``RuntimeWarning``
-      naming the epoch and step. ``on_train_end`` is always called, also
-      when training fails.
-
-    Differences from ``model.fit`` and its siblings:
-
-    ===========================  ===========================  ===========================
-    what                         ``model.fit`` & co.          ``Trainer``
-    ===========================  ===========================  ===========================
-    a last batch split unevenly  each replica's mean weighs   the true mean of the batch
-    over replicas                the same
-    ``clipnorm``                 per replica's gradient       the summed gradient
-    ``shuffle=True`` with a      the first epoch's order,     a new order every epoch
-    global seed set (TF)         repeated every epoch
-    ``evaluate`` returns         a list (``return_dict``      a dict (``return_dict``
-                                 default False)               default True)
-    a model's ``train_step``     used                         not used (its
-                                                              ``compute_loss`` and
-                                                              ``compute_metrics`` are)
-    ``BackupAndRestore``         a callback                   ``backup_dir=`` (the
-                                                              callbacks are refused)
-    ``use_ema=True``,            validates the raw weights;   validates the averaged
-    ``ScheduleFreeAdamW``        ScheduleFree ends on ``y``   weights and ends on them
-    ===========================  ===========================  ===========================
-
-    A run resumed from ``backup_dir`` ends bit for bit like an uninterrupted
-    one with ``shuffle=False`` (or data shuffled by a seed of its own per
-    epoch); with ``shuffle=True`` the resumed epochs are shuffled afresh.
-
-    The model and optimizer must live in the strategy's scope. Either pass
-    objects built (and compiled) under ``strategy.scope()`` of the strategy
-    you pass, or pass zero-argument functions that build them: the Trainer
-    calls them inside ``trainer.strategy.scope()`` (and under the
-    mixed-precision dtype policy), and compiles the model there. Anything
-    created outside the scope raises a ``ValueError`` saying so.
+    The model and optimizer must live in the strategy's scope: pass objects
+    built (and compiled) under ``strategy.scope()``, or zero-argument
+    functions that build them, which the Trainer calls in its scope (and
+    under the ``mixed_precision`` policy).
 
     Args:
         model: a ``keras.Model``, or a zero-argument function returning one.
-            Compiled and given alone (no ``optimizer``, ``loss``,
-            ``metrics``...), its compiled loss, metrics, loss weights and
-            optimizer are used as they are.
+            A compiled model given alone is trained as compiled.
         optimizer: a Keras optimizer, its name (``"sgd"``), or a
-            zero-argument function returning one. Its own
-            ``gradient_accumulation_steps`` is not supported (use the
-            Trainer's); its ``clipnorm``/``clipvalue``, if any, then act on
-            the already summed gradient. Defaults to None (the compiled
-            model's).
-        loss: as ``model.compile``'s: a loss name, a ``keras.losses.Loss``, a
-            function ``(y_true, y_pred) -> losses``, or a dict or list of
-            them, one per output. Defaults to None.
-        metrics: as ``model.compile``'s: names (``"accuracy"`` resolved from
-            the targets), metrics or functions, as a list or per output. An
-            unknown name fails here. Defaults to None.
-        loss_weights: as ``model.compile``'s: a weight per output (a list or
-            dict). Defaults to None.
-        weighted_metrics: as ``model.compile``'s: metrics weighted by
-            ``sample_weight``/``class_weight``. Defaults to None.
+            zero-argument function returning one; needed with ``loss`` and
+            the other compile arguments. Its own
+            ``gradient_accumulation_steps`` is refused (use the Trainer's).
+            Defaults to None (the compiled model's).
+        loss: as ``model.compile``'s, one per output in a dict or list.
+            Defaults to None.
+        metrics: as ``model.compile``'s; an unknown name fails here.
+            Defaults to None.
+        loss_weights: as ``model.compile``'s. Defaults to None.
+        weighted_metrics: as ``model.compile``'s. Defaults to None.
         strategy: a ``tf.distribute.Strategy`` or a name for
-            :func:`kerastune_kit.training.resolve_strategy`. Defaults to None:
-            the strategy the model was built under, else ``"auto"``.
-        steps_per_execution: steps per compiled call. Defaults to 1.
-        jit_compile: compile the step with XLA (the whole step on one device;
-            the forward and backward pass under several replicas). Defaults
-            to False.
-        clipnorm: clip the global gradient norm (after the cross-replica sum)
-            to this value. Defaults to None (no clipping).
-        gradient_accumulation_steps: batches per optimizer update.
-            Defaults to 1.
-        mixed_precision: None, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
-            Defaults to None. The model must be built under that dtype policy
-            (a builder function is called under it).
+            :func:`~kerastune_kit.training.resolve_strategy`. Defaults to
+            None: the strategy the model was built under, else ``"auto"``.
+        steps_per_execution: steps per compiled call, ``>= 1``. Defaults to 1.
+        jit_compile: compile the step with XLA. Defaults to False.
+        clipnorm: clip the global gradient norm to this value, after the
+            cross-replica sum. Defaults to None (no clipping).
+        gradient_accumulation_steps: batches per optimizer update, which
+            applies their mean gradient. Defaults to 1.
+        mixed_precision: None, ``"mixed_float16"`` (with loss scaling) or
+            ``"mixed_bfloat16"``; the model must be built under it.
+            Defaults to None: the model's own dtype policy.
 
-    Attributes:
-        strategy, model, optimizer, options (the checked
-        ``TrainerOptions``), metrics (``model.metrics``: the loss tracker
-        and the compiled metrics, built at the first call), stop_reason
-        (why the last ``fit`` ended, a key of
-        :data:`kerastune_kit.callbacks.stop_reason.STOP_REASONS`).
+    Raises:
+        ValueError: for a bad argument, or a model or optimizer whose
+            variables were created outside the strategy's scope.
 
     Example:
 
     ```python
     import keras, numpy as np
     from kerastune_kit import Trainer
-    from kerastune_kit.callbacks import TimeBasedLR
 
-    def make_model():
-        return keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
-
-    trainer = Trainer(make_model, lambda: keras.optimizers.SGD(0.05), "mse",
-                      metrics=["mae"], strategy="auto", steps_per_execution=16)
+    trainer = Trainer(lambda: keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)]),
+                      lambda: keras.optimizers.SGD(0.05), "mse", metrics=["mae"],
+                      steps_per_execution=16)   # both built in the strategy's scope
     x, y = np.random.rand(256, 8), np.random.rand(256, 1)
     history = trainer.fit(x, y, batch_size=32, epochs=3, validation_split=0.25,
-                          callbacks=[TimeBasedLR("linear_decay(0.05, 18)")],
-                          backup_dir="runs/run1")   # resumes if restarted
-    history.history["val_mae"]                     # one value per epoch
-    trainer.evaluate(x, y)                         # {"loss": ..., "mae": ...}
-    trainer.predict(x[:4]).shape                   # (4, 1)
-
-    model = make_model()                           # or a compiled model as it is
-    model.compile(keras.optimizers.Adam(1e-3), "mse", metrics=["mae"])
-    Trainer(model, steps_per_execution=16).fit(x, y, epochs=2, verbose=0)
+                          backup_dir="runs/run1", verbose=0)  # resumes if restarted
+    trainer.stop_reason                       # "epochs": why the last fit ended
+    trainer.evaluate(x, y, verbose=0)         # {"loss": ..., "mae": ...}
+    trainer.predict(x[:4], verbose=0).shape   # (4, 1)
     ```
     """
 
@@ -223,32 +135,12 @@ class Trainer:
                       jit_compile: bool = False, clipnorm: float | None = None,
                       gradient_accumulation_steps: int = 1,
                       mixed_precision: str | None = None) -> Trainer:
-        """A Trainer of a compiled model: its loss, metrics, loss weights and
-        optimizer are used as they are.
+        """Returns a Trainer of a compiled model, trained as compiled.
 
-        The model must have been compiled inside the strategy's scope (or
-        under no strategy, for the default one); otherwise a ``ValueError``
-        says how to fix it. The other arguments are the constructor's.
-
-        Example:
-
-        ```python
-        import keras, numpy as np
-        from kerastune_kit import Trainer
-
-        inputs = keras.Input((8,))
-        hidden = keras.layers.Dense(16, activation="relu")(inputs)
-        model = keras.Model(inputs, {"digit": keras.layers.Dense(10, name="digit")(hidden),
-                                     "size": keras.layers.Dense(1, name="size")(hidden)})
-        model.compile(keras.optimizers.Adam(1e-3),
-                      {"digit": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                       "size": "mse"},
-                      loss_weights={"digit": 1.0, "size": 0.1}, metrics={"digit": ["accuracy"]})
-        trainer = Trainer.from_compiled(model, steps_per_execution=32)
-        x = np.random.rand(256, 8)
-        y = {"digit": np.random.randint(0, 10, 256), "size": np.random.rand(256, 1)}
-        trainer.fit(x, y, epochs=2, validation_split=0.25, verbose=0)
-        ```
+        Its compiled loss, metrics, loss weights and optimizer are used. It
+        must have been compiled inside the strategy's scope (or under no
+        strategy, for the default one); the other arguments are the
+        constructor's. A model not compiled raises ``ValueError``.
         """
         if not isinstance(model, keras.Model) or not getattr(model, "compiled", False):
             raise ValueError(
@@ -278,55 +170,45 @@ class Trainer:
             initial_epoch: int = 0, steps_per_epoch: int | None = None,
             validation_steps: int | None = None, validation_batch_size: int | None = None,
             validation_freq=1, *, backup_dir=None) -> keras.callbacks.History:
-        """Trains the model; returns the ``History`` (one value per epoch).
+        """Trains the model for a fixed number of epochs, as ``model.fit``.
 
-        The arguments are ``model.fit``'s, with its meaning and defaults, and
-        ``backup_dir``.
+        The arguments are ``model.fit``'s, with its meaning and defaults,
+        plus ``backup_dir`` (Keras's and the kit's ``BackupAndRestore``
+        callbacks are refused: ``ValueError``).
 
         Args:
-            x: arrays (NumPy, tensors; a dict or list of them for several
-                inputs), a ``tf.data.Dataset`` of ``(x, y[, sample_weight])``
-                batches, a ``keras.utils.PyDataset`` or a generator.
-            y: targets when ``x`` is arrays (a dict or list for several
-                outputs); None otherwise.
-            batch_size: for arrays; defaults to 32. None for the other kinds.
-            epochs: index of the epoch to stop after. Defaults to 1.
+            x: arrays (a dict or list of them for several inputs), a
+                ``tf.data.Dataset`` of ``(x, y[, sample_weight])`` batches, a
+                ``keras.utils.PyDataset`` or a generator.
+            y: targets when ``x`` is arrays; None otherwise.
+            batch_size: for arrays. Defaults to None (32).
+            epochs: the index of the epoch to stop after. Defaults to 1.
             verbose: ``"auto"`` (a progress bar on the chief), 0, 1 or 2.
             callbacks: Keras or kit callbacks. Defaults to None.
-            validation_split: the fraction of the arrays (the last part,
-                before shuffling) kept for validation. Defaults to 0.
-            validation_data: ``(x_val, y_val)``, ``(x_val, y_val,
-                sample_weight_val)``, a dataset, ``PyDataset`` or generator,
-                evaluated into ``val_``-prefixed logs. Defaults to None.
-            shuffle: shuffle arrays at every epoch (``"batch"``: in batch-sized
-                chunks); a ``PyDataset``'s batch order too; datasets and
-                generators shuffle themselves. Defaults to True.
-            class_weight: ``{class index: weight}``, turned into sample
-                weights (one output). Defaults to None.
-            sample_weight: per-sample weights of the arrays (per output in a
-                dict or list). Defaults to None.
-            initial_epoch: epoch to start from. Defaults to 0.
-            steps_per_epoch: steps per epoch; then one iterator runs on across
-                epochs (use a ``.repeat()``-ed dataset); when the data runs out,
-                the epoch ends there with a warning and the next one reads the
-                data from its start, as in ``model.fit``. Defaults to None: one
-                pass per epoch.
-            validation_steps: validation batches per evaluation. Defaults to
-                None: the whole validation data.
-            validation_batch_size: for validation arrays. Defaults to None
-                (``batch_size``).
-            validation_freq: validate every this many epochs (an int), or
-                after the epochs (1-based) in a list. Defaults to 1.
-            backup_dir: a directory for epoch-end checkpoints (model,
-                optimizer, counters, the state of the kit callbacks). If it
-                holds one, training resumes from it: a run killed and started
-                again with the same arguments ends with the same weights as an
-                uninterrupted one (given deterministic ops and data). A run
-                that finished or was stopped by a callback is not repeated.
-                Only the chief writes it. Defaults to None.
+            validation_split: the fraction of the arrays (their end, before
+                shuffling) kept for validation. Defaults to 0.
+            validation_data: ``(x_val, y_val[, sample_weight_val])``, a
+                dataset, a ``PyDataset`` or a generator. Defaults to None.
+            shuffle: True, False or ``"batch"``, for arrays and
+                ``PyDataset``s. Defaults to True.
+            class_weight: ``{class index: weight}``. Defaults to None.
+            sample_weight: per-sample weights of the arrays. Defaults to None.
+            initial_epoch: the epoch to start from. Defaults to 0.
+            steps_per_epoch: steps per epoch, one iterator running on across
+                epochs. Defaults to None (one pass over the data).
+            validation_steps: batches per validation. Defaults to None (all).
+            validation_batch_size: Defaults to None (``batch_size``).
+            validation_freq: validate every this many epochs, or after the
+                (1-based) epochs in a list. Defaults to 1.
+            backup_dir: a folder for epoch-end checkpoints (model, optimizer,
+                counters, kit callbacks' state), written by the chief. A run
+                started again with the same arguments resumes from it; one
+                that already ended is not repeated. Defaults to None.
 
         Returns:
-            The ``keras.callbacks.History`` of this call.
+            The ``keras.callbacks.History`` of this call; ``trainer.stop_reason``
+            then says why it ended, a key of
+            :data:`~kerastune_kit.callbacks.stop_reason.STOP_REASONS`.
         """
         epochs = check_int("epochs", epochs, minimum=1)
         initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0)
@@ -378,21 +260,13 @@ class Trainer:
     def evaluate(self, x=None, y=None, batch_size: int | None = None, verbose="auto",
                  sample_weight=None, steps: int | None = None, callbacks=None,
                  return_dict: bool = True):
-        """Returns the loss and metrics over ``x`` (the keys of ``fit``'s logs).
+        """Returns the loss and metrics over ``x``, as ``model.evaluate``.
 
-        The arguments are ``model.evaluate``'s, with its meaning; only the
-        default of ``return_dict`` differs (True: a dict).
-
-        Args:
-            x, y, sample_weight: as for :meth:`fit`.
-            batch_size: for arrays; defaults to 32.
-            verbose: ``"auto"`` (a progress bar on the chief), 0, 1 or 2.
-            steps: batches to evaluate. Defaults to None: all of ``x``.
-            callbacks: Keras callbacks (their ``on_test_*`` hooks). Defaults
-                to None.
-            return_dict: a dict (default); else a list in the order ``loss``,
-                metrics (a single float when there is no metric), as
-                ``model.evaluate`` returns.
+        The arguments are ``model.evaluate``'s, with its meaning (``x``,
+        ``y`` and ``sample_weight`` as for :meth:`fit`; ``steps=None``: all
+        of ``x``), except that ``return_dict`` defaults to True: a dict with
+        the keys of ``fit``'s logs. False gives ``model.evaluate``'s list (a
+        float when there is only the loss).
         """
         verbose = check_choice("verbose", verbose, _VERBOSE)
         steps = _optional_int("steps", steps)
@@ -414,21 +288,12 @@ class Trainer:
 
     def predict(self, x, batch_size: int | None = None, verbose="auto",
                 steps: int | None = None, callbacks=None):
-        """The model's outputs for ``x``, batch after batch, in order.
+        """Returns the model's outputs for ``x``, as ``model.predict``.
 
-        The arguments are ``model.predict``'s, with its meaning.
-
-        Args:
-            x: arrays, a dataset (of ``x`` or ``(x, ...)`` batches), a
-                ``PyDataset`` or a generator.
-            batch_size: for arrays; defaults to 32.
-            verbose: ``"auto"`` (a progress bar on the chief), 0, 1 or 2.
-            steps: batches to predict. Defaults to None: all of ``x``.
-            callbacks: Keras callbacks (their ``on_predict_*`` hooks).
-                Defaults to None.
-
-        Returns:
-            NumPy arrays in the structure of the model's outputs.
+        The arguments are ``model.predict``'s, with its meaning (``x``:
+        arrays, a dataset of ``x`` or ``(x, ...)`` batches, a ``PyDataset``
+        or a generator; ``steps=None``: all of ``x``). The outputs are NumPy
+        arrays in the structure of the model's outputs, batches in order.
         """
         verbose = check_choice("verbose", verbose, _VERBOSE)
         steps = _optional_int("steps", steps)
@@ -463,13 +328,12 @@ class Trainer:
         return tf.nest.pack_sequence_as(output_spec, flat)
 
     def trace_counts(self) -> dict[str, int]:
-        """How often each compiled execution was traced so far, by name:
-        ``"train/exact"`` (data of known length: a counted loop),
-        ``"train/guarded"`` (data that may end inside an execution), and the
-        same for ``"test/..."`` and ``"predict/..."``.
+        """How often each compiled execution was traced so far, by name.
 
-        A second identical ``fit`` call adds nothing; see the class docstring
-        for what traces again.
+        ``"train/exact"`` (data of known length), ``"train/guarded"`` (data
+        that may end inside an execution), and the same for ``"test/..."``
+        and ``"predict/..."``. A second identical ``fit`` adds nothing; what
+        traces again is listed in ``docs/trainer.md``.
         """
         counts = dict(self._retired_traces)
         for (kind, exact, _), fn in self._functions.items():
@@ -511,7 +375,7 @@ class Trainer:
 
     def _function(self, kind: str, exact: bool, output_spec=None):
         """The cached compiled execution of ``kind``, traced again only when
-        the step's graph changed (see the class docstring)."""
+        the step's graph changed (docs/trainer.md lists when)."""
         if self.model.optimizer is not self.optimizer:  # the model was compiled again
             _setup.check_compiled(self.model, self.strategy)
             self.optimizer = self.model.optimizer

@@ -25,58 +25,45 @@ def find_lr(model: keras.Model, x: Any, y: Any = None, *, min_lr: float = 1e-7,
             max_lr: float = 10.0, steps: int = 100, mode: str = "exponential",
             smoothing: float = 0.98, divergence: float = 4.0, suggest: str = "valley",
             batch_size: int | None = None) -> LRFinderResult:
-    """Runs an LR range test and suggests a learning rate.
+    """Runs an LR range test on a compiled model and suggests a learning rate.
 
-    Leslie Smith's range test (Smith, WACV 2017; fastai's ``lr_find``): train
-    from the current weights for up to ``steps`` steps with the rate rising
-    from ``min_lr`` to ``max_lr`` (geometrically for ``mode="exponential"``,
-    linearly for ``"linear"``), record each step's loss, and stop early when
-    the bias-corrected EMA of the loss (``smoothing``) exceeds ``divergence``
-    times its best value (only while that best is positive) or any loss is
-    non-finite.
-
-    The steps are the model's own train step, run by ``model.fit`` (so loss
-    weights, regularisation losses, gradient clipping and the distribution
-    strategy are those of real training), with ``steps_per_execution=1`` so
-    that every step's loss is seen. ``x`` and ``y`` are anything
-    ``model.fit`` accepts. Arrays (NumPy, or anything NumPy can read,
-    nested in lists/dicts as for ``fit``) are sampled without replacement,
-    reshuffled at each pass, with a fixed seed so that the test is
-    reproducible, into exactly ``steps`` batches (only those rows are
-    copied); a ``tf.data.Dataset`` is repeated; other inputs (a
-    ``PyDataset``, a generator) are cycled through epoch by epoch, and the
-    test ends early if a one-shot generator runs out.
-
-    The test runs on a fresh optimizer rebuilt from the model optimizer's
-    config (same class and hyper-parameters, the rising rate instead of its
-    own), so the model's optimizer is never touched: its variables (step
-    counter, slots), its learning-rate object and whether it is built are
-    exactly as before. The model's variables (weights, seed-generator state)
-    and metric states are restored bit for bit afterwards, and the train
-    function, ``stop_training``, ``steps_per_execution`` and ``history`` are
-    put back, also when the test is interrupted by an error.
+    Leslie Smith's range test: trains from the current weights for up to
+    ``steps`` steps while the rate rises from ``min_lr`` to ``max_lr``,
+    records each step's loss, and stops early when the smoothed loss
+    exceeds ``divergence`` times its best (while that best is positive) or
+    a loss is not finite. The steps are the model's own train step, run by
+    ``model.fit`` with a fresh optimizer rebuilt from the model optimizer's
+    config. When it returns, also after an error, the model is as it was:
+    its weights and metric states bit for bit, its optimizer untouched, its
+    train function, ``steps_per_execution`` and ``history`` put back.
+    Arrays are sampled with a fixed seed into exactly ``steps`` batches; a
+    ``tf.data.Dataset`` is repeated; other inputs are cycled through. The
+    suggestion methods and their reasons: ``docs/lr_range_test.md``.
 
     Args:
-        model: a compiled, built Keras model (its weights must exist so they
-            can be restored).
-        x: the training inputs (arrays, a ``tf.data.Dataset``, a
-            ``PyDataset``...).
+        model: a compiled, built Keras model.
+        x: the training inputs, anything ``model.fit`` takes.
         y: the targets, when ``x`` holds only inputs. Defaults to None.
         min_lr: the first rate, ``> 0``. Defaults to 1e-7.
         max_lr: the last rate, ``> min_lr``. Defaults to 10.
         steps: the number of steps, ``>= 3``. Defaults to 100.
-        mode: ``"exponential"`` (default) or ``"linear"``.
-        smoothing: EMA coefficient of the loss in [0, 1). Defaults to 0.98.
+        mode: ``"exponential"`` (geometric steps) or ``"linear"``. Defaults
+            to ``"exponential"``.
+        smoothing: the EMA coefficient of the loss, in ``[0, 1)``. Defaults
+            to 0.98.
         divergence: stop when the smoothed loss exceeds this multiple of its
             best, ``> 1``. Defaults to 4.
-        suggest: ``"valley"`` (default), ``"steepest"`` or ``"minimum"``; see
-            :class:`LRFinderResult`.
-        batch_size: passed to ``model.fit`` for array inputs. Defaults to
-            None (Keras's default of 32).
+        suggest: ``"valley"``, ``"steepest"`` or ``"minimum"``, as
+            :meth:`LRFinderResult.suggest` takes it. Defaults to ``"valley"``.
+        batch_size: for array inputs. Defaults to None (32).
 
     Returns:
-        An :class:`LRFinderResult` with ``lrs``, ``losses``, ``suggestion``
-        and ``plot()``.
+        An :class:`~kerastune_kit.tuning.LRFinderResult`: the curve, the
+        suggestion and a plot.
+
+    Raises:
+        ValueError: for a bad argument, a model that is not compiled or not
+            built, or an optimizer that ``from_config`` cannot rebuild.
 
     Example:
 

@@ -13,35 +13,21 @@ SUGGESTIONS = ("valley", "steepest", "minimum")
 
 @dataclass(frozen=True, eq=False)
 class LRFinderResult:
-    """The loss-versus-learning-rate curve of :func:`~kerastune_kit.tuning.find_lr`.
+    """The loss-versus-learning-rate curve of an LR range test, and a suggested rate.
 
-    ``lrs[k]`` is the rate used at step ``k`` and ``losses[k]`` the smoothed
-    (bias-corrected EMA) training loss after it; ``raw_losses[k]`` is that
-    step's loss unsmoothed. The last point may be the one at which the test
-    stopped because the loss diverged or turned non-finite
-    (``stopped_early``). ``suggestion`` is the rate :meth:`suggest` gives for
-    ``method``; other methods can be asked for afterwards without rerunning.
-
-    Suggestions (non-finite points are never suggested; the result lies in
-    ``[lrs[0], lrs[-1]]``):
-
-    * ``"valley"`` (fastai's default idea): the longest run of decreasing
-      loss (longest decreasing subsequence), and the point two thirds of
-      the way down it: past the steep start, before the bottom.
-    * ``"steepest"``: the point where the loss falls fastest against
-      ``log(lr)``, skipping the first tenth and the last twentieth of the
-      points (at least one each): at the start the smoothed loss still
-      averages only a few batches, at the end the divergence starts.
-    * ``"minimum"``: the rate at the lowest loss, divided by 10.
+    ``lrs[k]`` is the rate of step ``k`` and ``losses[k]`` the smoothed
+    (bias-corrected EMA) loss after it. ``suggestion`` is what
+    :meth:`suggest` gives for ``method``; other methods can be asked for
+    afterwards without rerunning the test.
 
     Args:
         lrs: the rate of each step.
         losses: the smoothed loss of each step.
-        raw_losses: the unsmoothed loss of each step. Defaults to ``losses``.
-        method: the suggestion method, one of ``"valley"`` (default),
-            ``"steepest"``, ``"minimum"``.
-        stopped_early: whether the test stopped before its last step.
-            Defaults to False.
+        raw_losses: each step's unsmoothed loss. Defaults to None (``losses``).
+        method: ``"valley"``, ``"steepest"`` or ``"minimum"``. Defaults to
+            ``"valley"``.
+        stopped_early: whether the test stopped before its last step, the
+            loss diverging. Defaults to False.
 
     Example:
 
@@ -75,7 +61,13 @@ class LRFinderResult:
         object.__setattr__(self, "suggestion", self.suggest(self.method))
 
     def suggest(self, method: str = "valley") -> float | None:
-        """The suggested rate by ``method``; ``None`` if no loss is finite."""
+        """The suggested rate by ``method``; ``None`` if no loss is finite.
+
+        ``"valley"``: two thirds of the way down the longest decreasing
+        subsequence of the loss; ``"steepest"``: the steepest fall against
+        ``log(lr)``, the ends skipped; ``"minimum"``: the rate at the lowest
+        loss over 10. Non-finite points are ignored; the tested range clips it.
+        """
         check_choice("method", method, SUGGESTIONS)
         finite = np.flatnonzero(np.isfinite(self.losses) & np.isfinite(self.lrs)
                                 & (self.lrs > 0))

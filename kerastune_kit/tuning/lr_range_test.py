@@ -30,36 +30,34 @@ class LRRangeTest(keras.callbacks.Callback):
     Leslie Smith's range test as a callback: execution ``k`` of the fit runs
     at ``min_lr * (max_lr / min_lr) ** (k / (steps - 1))`` (``"linear"``:
     evenly spaced), its mean loss is recorded, and the fit stops after
-    ``steps`` executions or when the bias-corrected EMA of the loss
-    (``smoothing``) passes ``divergence`` times its best (or is not finite).
-    At train end the model's variables, metric states and optimizer
-    variables are put back as they were at train begin.
-    :func:`~kerastune_kit.tuning.find_lr` runs it on a fresh optimizer
-    whose own schedule ramps the rate (``set_rate=False``);
-    :func:`~kerastune_kit.fit_budgeted` runs it in the model's own compiled
-    step, where it sets the rate through the kit's LR control, with the
-    schedule held at ``hold_position``.
+    ``steps`` executions or when the smoothed loss passes ``divergence``
+    times its best (or is not finite). At train end the model's variables,
+    metric states, optimizer variables and learning rate are put back as
+    they were at train begin. :attr:`result` holds the curve.
 
-    With a ``budget`` (a :class:`~kerastune_kit.callbacks.Budget`) and
-    ``seconds``, the first two executions (compiling, then measuring the
-    pace) run at ``min_lr`` unrecorded, and ``steps`` shrinks to what
-    ``seconds`` buy at that pace; when that is fewer than ``min_steps`` there
+    With a ``budget`` and ``seconds``, the first two executions (compiling,
+    then measuring the pace) run at ``min_lr`` unrecorded, and ``steps``
+    shrinks to what ``seconds`` buy at that pace; below ``min_steps`` there
     is no test (:attr:`result` is None, :attr:`skipped_reason` says why).
 
     Args:
         min_lr: the first rate, ``> 0``.
         max_lr: the last rate, ``> min_lr``.
         steps: executions in the ramp, ``>= 3``. Defaults to 100.
-        mode: ``"exponential"`` (default) or ``"linear"``.
-        smoothing: EMA coefficient of the loss in ``[0, 1)``. Defaults to 0.98.
+        mode: ``"exponential"`` or ``"linear"``. Defaults to ``"exponential"``.
+        smoothing: the EMA coefficient of the loss, in ``[0, 1)``. Defaults
+            to 0.98.
         divergence: the stop, a multiple of the best smoothed loss, ``> 1``.
             Defaults to 4.
-        set_rate: set each execution's rate (True, default) or only record
-            the one the optimizer's own schedule gives.
+        set_rate: set each execution's rate through the kit's LR control.
+            False: the optimizer's own schedule ramps it (as in
+            :func:`~kerastune_kit.tuning.find_lr`). Defaults to True.
         hold_position: with ``set_rate``, the schedule position held during
             the test. Defaults to None (where it is).
-        budget: a ``Budget`` to measure the pace with. Defaults to None.
-        seconds: with ``budget``, the seconds the ramp may take.
+        budget: a :class:`~kerastune_kit.callbacks.Budget` to measure the
+            pace with. Defaults to None.
+        seconds: with ``budget``, the seconds the ramp may take. Defaults to
+            None.
         min_steps: with ``budget``, the fewest steps worth a test. Defaults
             to 20.
 
@@ -69,7 +67,7 @@ class LRRangeTest(keras.callbacks.Callback):
     from kerastune_kit.tuning import LRRangeTest
     test = LRRangeTest(1e-5, 1.0, steps=50)
     model.fit(x, y, epochs=100, callbacks=[test], verbose=0)  # stops itself
-    test.result.suggestion   # the weights are as they were before the fit
+    test.result.suggestion  # the model and its rate are as before the fit
     ```
     """
 
@@ -105,6 +103,7 @@ class LRRangeTest(keras.callbacks.Callback):
         self.skipped_reason: str | None = None
         self.split: dict[str, float] = {}
         self._saved = None
+        self._controls = None
 
     def rate(self, index: int) -> float:
         """The rate of the ``index``-th recorded execution."""
@@ -131,6 +130,7 @@ class LRRangeTest(keras.callbacks.Callback):
             if position is None:
                 position = controlled.position_at(_optimizer.step_count(model))
             self._base = host_float(controlled.schedule(position))
+            self._controls = controlled.controls()  # given back with the variables
             _lr_control.write_controls(model, position=position, rate=0.0,
                                        factor=self.min_lr / self._base)
         if self.budget is not None:
@@ -201,6 +201,9 @@ class LRRangeTest(keras.callbacks.Callback):
         for variable, value in self._saved:
             variable.assign(value)
         self._saved = None
+        if self._controls is not None:
+            _lr_control.write_controls(self.model, **self._controls)
+            self._controls = None
 
     @property
     def result(self) -> LRFinderResult | None:

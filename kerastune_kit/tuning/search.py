@@ -40,55 +40,46 @@ def search(build: Callable, x, y=None, *, budget_seconds: float, validation_data
            directory: str = "runs/search", monitor: str | None = None, callbacks=None,
            verbose="auto", seed: int | None = None,
            clock: Callable[[], float] | None = None) -> SearchResult:
-    """Searches hyper-parameters for a wall-clock budget; each trial is a
-    :func:`~kerastune_kit.fit_budgeted` run.
+    """Searches hyper-parameters for a wall-clock budget, with Optuna.
 
-    ``build(trial)`` takes an ``optuna.Trial``, asks it for parameters
-    (``trial.suggest_float("lr", 1e-4, 1e-2, log=True)``) and returns a
-    compiled model. The search spends ``budget_seconds`` of wall clock by
-    asynchronous successive halving over budgets: many trials at a short
-    budget, the best third of each rung run again, from scratch, at three
-    times the budget, so every trial's schedule ends at its own budget
-    (rungs in ``docs/search.md``). Optuna samples the parameters (TPE,
-    seeded by ``seed``) and stores the trials: ``study`` may live in any
-    Optuna storage, and several processes or machines running the same
-    search on one study share its budget (the deadline is stored in the
-    study), each stopping when it is spent. A trial whose process died is
-    failed and run again: through the storage's heartbeat
-    (``RDBStorage(heartbeat_interval=...)``), or, on one machine, through
-    the owner (host, pid, start) the kit records on each running trial.
-    Each trial's curves and parameters go to TensorBoard under
-    ``directory/trial-N``; the best model to ``directory/best.keras``.
+    ``build(trial)`` asks an ``optuna.Trial`` for parameters and returns a
+    compiled model; each trial trains one with
+    :func:`~kerastune_kit.fit_budgeted` for its own budget, by asynchronous
+    successive halving: many trials at a short budget, the best third of
+    each rung run again, from scratch, at three times the budget. Several
+    processes or machines running the same search on one stored study
+    share its budget. Each trial's curves go to TensorBoard under
+    ``directory/trial-N``, the best model to ``directory/best.keras``.
+    The rungs, the workers and the measurements: ``docs/search.md``.
 
     Args:
         build: ``build(trial) -> keras.Model``, compiled.
         x: training inputs, as :func:`~kerastune_kit.fit_budgeted` takes them.
         y: targets for array inputs. Defaults to None.
-        budget_seconds: the whole search's wall-clock budget, at least
-            ``MIN_TRIAL_SECONDS``.
-        validation_data: ``(x_val, y_val)`` or a dataset. Give this or
-            ``validation_split``.
-        validation_split: the fraction of array inputs kept for validation.
+        budget_seconds: the whole search's wall-clock budget in seconds,
+            ``>= 5``.
+        validation_data: ``(x_val, y_val)`` or a dataset. Defaults to None.
+        validation_split: the fraction of array inputs kept for validation,
+            in ``[0, 1)``, when there is no ``validation_data``. Defaults to 0.
         batch_size: for array inputs. Defaults to 32.
-        study: an ``optuna.Study`` (one objective) to search in. Defaults to
-            a new in-memory study with a seeded TPE sampler.
-        directory: the folder of the trials' curves and ``best.keras``; one
-            study per folder. Defaults to ``"runs/search"`` (numbered
-            ``runs/search-2``, ... for a new study when it holds another).
+        study: an ``optuna.Study`` with one objective, in any storage.
+            Defaults to None: a new in-memory study, TPE sampler, no pruner.
+        directory: the folder of the trials' curves and ``best.keras``, one
+            study per folder. Defaults to ``"runs/search"`` (then numbered).
         monitor: the validation metric to rank trials by, as Keras logs it.
-            Defaults to the first accuracy, else ``"val_loss"``.
+            Defaults to None: the first accuracy, else ``"val_loss"``.
         callbacks: more callbacks for every trial. Defaults to None.
-        verbose: 0, 1 (a progress bar over the budget), 2 (a line per
-            trial) or ``"auto"`` (1); 1 and 2 print a table at the end.
+        verbose: 0, 1 (a progress bar), 2 (a line per trial) or ``"auto"``
+            (1); 1 and 2 print a summary at the end. Defaults to ``"auto"``.
         seed: seeds the default study's sampler. Defaults to None.
-        clock: the time source for the deadline and the trials, a
-            function returning seconds. Defaults to ``time.time``.
+        clock: a function returning seconds. Defaults to None (``time.time``).
 
     Returns:
-        A :class:`SearchResult`.
+        A :class:`~kerastune_kit.SearchResult`.
 
     Raises:
-        ValueError: for bad input, before anything trains.
+        ValueError: for bad input, before anything trains or is stored.
+        ImportError: when Optuna is not installed.
 
     Example:
 
@@ -96,10 +87,8 @@ def search(build: Callable, x, y=None, *, budget_seconds: float, validation_data
     import kerastune_kit
 
     def build(trial):
-        model = keras.Sequential([
-            keras.Input((8,)),
-            keras.layers.Dense(trial.suggest_int("units", 4, 32), activation="relu"),
-            keras.layers.Dense(3)])
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(
+            trial.suggest_int("units", 4, 32), activation="relu"), keras.layers.Dense(3)])
         model.compile(keras.optimizers.Adam(trial.suggest_float("lr", 1e-4, 1e-2, log=True)),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])

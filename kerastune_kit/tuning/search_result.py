@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The outcome of a budgeted search.
+    """What :func:`~kerastune_kit.search` returns: the best trial and every trial.
 
     Attributes:
         best_params: the parameters of the study's best complete trial.
@@ -17,7 +17,7 @@ class SearchResult:
         best_model: the best model this search's ``directory`` holds,
             restored (its best epoch), or None if no trial completed.
         best_model_path: ``directory/best.keras``, written atomically
-            whenever a trial beat it.
+            whenever a trial beat it, or None if none was written.
         trials: one dict per trial of the study, oldest first: ``number``,
             ``params``, ``rung``, ``budget``, ``value``, ``seconds``,
             ``state`` and ``stop_reason``.

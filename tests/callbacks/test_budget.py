@@ -24,6 +24,20 @@ def test_elapsed_and_remaining_follow_the_clock():
     assert budget.elapsed() == 20.0
 
 
+def test_the_split_keeps_other_seconds_after_the_clock_stops():
+    """What no hook timed is ``other``, also once the run stopped its clock;
+    seconds spent before ``start`` (a resumed run's) are not this run's."""
+    clock = FakeClock(0.0)
+    budget = Budget(100, clock)
+    budget.start(elapsed_before=30.0)
+    clock.now = 7.0
+    assert budget.split()["other"] == 7.0
+    budget.stop()
+    clock.now = 50.0
+    assert budget.split() == {"compile": 0.0, "train": 0.0, "validate": 0.0, "other": 7.0}
+    assert budget.elapsed() == 37.0
+
+
 def test_pace_excludes_each_fits_first_execution_and_prices_the_rest():
     clock = FakeClock()
     budget = Budget(100, clock)

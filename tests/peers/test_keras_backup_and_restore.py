@@ -5,7 +5,7 @@ Ported from keras-team/keras,
 250b42181ce9f37df68319d8f4753ec89a349a43), the version CI installs. Every
 change is marked ``# kit:``; a documented difference from Keras is an
 ``xfail(strict=True)`` naming the row of the difference table in
-``BackupAndRestore``'s docstring. Changes common to every test: plain
+docs/differences_from_keras.md (``BackupAndRestore``). Changes common to every test: plain
 pytest instead of ``keras.src.testing.TestCase`` (``tmp_path`` for
 ``get_temp_dir``, ``os.path`` for ``keras.src.utils.file_utils``, ``assert``
 for ``assertEqual``/``assertTrue``/``assertFalse``, ``pytest.raises`` for

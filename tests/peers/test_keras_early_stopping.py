@@ -4,7 +4,7 @@ Ported from keras-team/keras, ``keras/src/callbacks/early_stopping_test.py``
 at v3.15.1 (commit 250b42181ce9f37df68319d8f4753ec89a349a43), the version CI
 installs. Every change is marked ``# kit:``; a documented difference from
 Keras is an ``xfail(strict=True)`` naming the row of the difference table
-in ``EarlyStopping``'s docstring. Changes common to every test: plain
+in docs/differences_from_keras.md (``EarlyStopping``). Changes common to every test: plain
 pytest instead of ``keras.src.testing.TestCase`` (``assert`` for
 ``assertEqual``/``assertGreaterEqual``/``assertIsNone``, ``pytest.raises``
 for ``assertRaises``), the kit's ``EarlyStopping`` for Keras's, and no

@@ -5,7 +5,7 @@ Ported from keras-team/keras,
 250b42181ce9f37df68319d8f4753ec89a349a43), the version CI installs. Every
 change is marked ``# kit:``; a documented difference from Keras is an
 ``xfail(strict=True)`` naming the row of the difference table in
-``CurveBasedLR``'s docstring. Changes common to every test: plain pytest
+docs/differences_from_keras.md (``CurveBasedLR``). Changes common to every test: plain pytest
 instead of ``keras.src.testing.TestCase`` (a fixture for ``setUp``,
 ``assert`` and ``pytest.approx`` for ``assertEqual``/``assertAllClose``),
 ``CurveBasedLR(rule="plateau", min_delta_mode="abs")`` for

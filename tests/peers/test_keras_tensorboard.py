@@ -4,7 +4,7 @@ Ported from keras-team/keras, ``keras/src/callbacks/tensorboard_test.py``
 at v3.15.1 (commit 250b42181ce9f37df68319d8f4753ec89a349a43), the version
 CI installs. Every change is marked ``# kit:``; a documented difference
 from Keras is an ``xfail(strict=True)`` naming the row of the difference
-table in ``TensorBoardCurves``'s docstring. Changes common to every test:
+table in docs/differences_from_keras.md (``TensorBoardCurves``). Changes common to every test:
 plain pytest instead of ``keras.src.testing.TestCase`` (``tmp_path`` for
 ``get_temp_dir``, ``assert`` for ``assertEqual``/``assertLen``/``assertIn``),
 ``TensorBoardCurves`` for ``callbacks.TensorBoard``, the event files read

@@ -3,7 +3,10 @@
 keras-tuner deep-copies the search's callbacks for every execution of a
 trial; each copy must do its job for its trial: EarlyStopping restores the
 trial's best epoch, TimeBasedLR(relative=True) keeps the rate the tuner
-chose as its peak, TensorBoardCurves writes each trial to its own run.
+chose as its peak, TensorBoardCurves writes each trial to a run of its own
+(a fresh ``<log_dir>-<n>``: the callback does not look for keras-tuner's
+trial; ``kerastune_kit.search`` writes a folder per trial with its
+parameters).
 """
 
 import warnings
@@ -45,23 +48,6 @@ class RecordingHyperModel(kt.HyperModel):
         return history
 
 
-def _hparams_in(run_dir):
-    """The hyperparameters of the HParams dashboard written in ``run_dir``."""
-    from tensorboard.backend.event_processing import event_accumulator as ea
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    accumulator = ea.EventAccumulator(str(run_dir))
-    accumulator.Reload()
-    for tag in accumulator.Tags()[ea.TENSORS]:
-        metadata = accumulator.SummaryMetadata(tag)
-        if metadata.plugin_data.plugin_name == "hparams":
-            data = plugin_data_pb2.HParamsPluginData.FromString(metadata.plugin_data.content)
-            if data.HasField("session_start_info"):
-                return {name: value.number_value
-                        for name, value in data.session_start_info.hparams.items()}
-    return None
-
-
 def test_a_grid_search_with_the_kit_callbacks(tmp_path):
     x, y, x_val, y_val = overfit_data()
     early = EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
@@ -75,12 +61,10 @@ def test_a_grid_search_with_the_kit_callbacks(tmp_path):
         warnings.simplefilter("always")
         tuner.search(x, y, validation_data=(x_val, y_val), epochs=12, batch_size=8,
                      shuffle=False, verbose=0, callbacks=[early, relative, curves])
-    assert not [w for w in caught if "TensorBoardCurves" in str(w.message)]
     assert [t["lr"] for t in hypermodel.trials] == RATES
     assert early.best is None and relative.peak is None and curves.run_dir is None  # copied
 
-    trials = {t.hyperparameters.get("lr"): t for t in tuner.oracle.trials.values()}
-    stops = []
+    stops, run_dirs = [], []
     for seen in hypermodel.trials:
         stop, rate, trial_curves = seen["callbacks"][:3]
         assert isinstance(stop, EarlyStopping) and stop is not early
@@ -93,13 +77,14 @@ def test_a_grid_search_with_the_kit_callbacks(tmp_path):
         assert rate.peak == pytest.approx(seen["lr"])
         first = seen["history"].history["learning_rate"][0]
         assert first == pytest.approx(seen["lr"] * (1 - STEPS_PER_EPOCH / DECAY_STEPS))
-        # One run per trial, in the folder keras-tuner gives Keras's TensorBoard.
-        trial_id = trials[seen["lr"]].trial_id
-        assert trial_curves.trial_id == trial_id
-        assert trial_curves.run_dir == str(tmp_path / "tb" / trial_id / "execution0")
+        # One run per trial, its own curve in its own folder.
+        run_dirs.append(trial_curves.run_dir)
         data = read_run(trial_curves.run_dir)
         assert [v for _, v in data.scalars["validation"]["epoch_loss"]] == pytest.approx(val)
-        assert _hparams_in(trial_curves.run_dir) == pytest.approx({"lr": seen["lr"]})
+    assert run_dirs == [str(tmp_path / "tb")] + [f"{tmp_path / 'tb'}-{n}"
+                                                 for n in range(2, len(RATES) + 1)]
+    assert len([w for w in caught if "already holds the event files" in str(w.message)]) \
+        == len(RATES) - 1
     assert "patience" in stops  # a trial really stopped early and went back
     # The tuner ranks the trials by the best epoch each restored.
     best = tuner.oracle.get_best_trials(1)[0]
@@ -118,11 +103,8 @@ class OwnRunTrial(kt.RandomSearch):
 def test_one_callback_object_for_every_trial_of_a_run_trial_of_its_own(tmp_path):
     """keras-tuner's docs show run_trial overridden; such a run_trial fits with
     the search's callbacks as they are, one object for every trial. Each
-    trial is still a run of its own, in its trial's folder.
-
-    (Where the trial cannot be found at all, each fit that starts its epochs
-    over goes to a fresh <log_dir>-<n>: test_a_second_fit_of_the_same_callback
-    in tests/callbacks/test_tensorboard_curves.py.)"""
+    trial is still a run of its own: each fit starts its epochs over and goes
+    to a fresh <log_dir>-<n>."""
     x, y, x_val, y_val = overfit_data()
     hypermodel = RecordingHyperModel()
     tuner = OwnRunTrial(hypermodel, objective="val_loss", max_trials=2, seed=1,
@@ -132,15 +114,14 @@ def test_one_callback_object_for_every_trial_of_a_run_trial_of_its_own(tmp_path)
 
     class NoteRunDir(keras.callbacks.Callback):
         def on_train_end(self, logs=None):
-            run_dirs.append((curves.trial_id, curves.run_dir))
+            run_dirs.append(curves.run_dir)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tuner.search(x, y, validation_data=(x_val, y_val), epochs=2, batch_size=8,
                      verbose=0, callbacks=[curves, NoteRunDir()])
-    assert not [w for w in caught if "TensorBoardCurves" in str(w.message)]
-    ids = sorted(t.trial_id for t in tuner.oracle.trials.values())
-    assert len(ids) == 2 and sorted(trial for trial, _ in run_dirs) == ids
-    for trial_id, run_dir in run_dirs:
-        assert run_dir == str(tmp_path / "tb" / trial_id)  # no execution loop here
+    assert len(tuner.oracle.trials) == 2
+    assert run_dirs == [str(tmp_path / "tb"), f"{tmp_path / 'tb'}-2"]
+    assert [w for w in caught if "starts at epoch 1" in str(w.message)]
+    for run_dir in run_dirs:
         assert [step for step, _ in read_run(run_dir).scalars["train"]["epoch_loss"]] == [0, 1]

@@ -232,17 +232,16 @@ def test_verbose_prints_the_keras_progress_bar(capsys):
     assert "Epoch 2/2" in out and "loss:" in out
 
 
-def test_a_misspelt_monitor_is_told_before_training():
-    """The kit's monitors know what the Trainer logs (its model is compiled, and
-    its logs are the compiled model's): a name it cannot log fails at train
-    begin, with the closest one."""
+def test_a_misspelt_monitor_is_told_at_the_first_epoch_end():
+    """As under model.fit: the Trainer's first epoch logs tell, with the
+    closest key."""
     x, y = regression()
     trainer = Trainer(small_model(), keras.optimizers.SGD(0.05), "mse", metrics=["mae"])
     counter = CountEpochs()
     with pytest.raises(MissingMonitorError, match="Did you mean 'val_mae'"):
         trainer.fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), verbose=0,
                     callbacks=[counter, EarlyStopping(monitor="val_mea", mode="min")])
-    assert counter.begun == 0
+    assert counter.begun == 1
     stop = EarlyStopping(monitor="val_mae", patience=5)
     history = trainer.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0,
                           callbacks=[counter, stop])

@@ -336,3 +336,18 @@ def test_uncompiled_or_unbuilt_model_is_refused():
     unbuilt.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match="not built"):
         find_lr(unbuilt, x, x)
+
+
+def test_the_callback_gives_the_rate_back_with_the_weights():
+    """LRRangeTest(set_rate=True) ramps the rate through the kit's LR
+    control; afterwards a step runs at the compiled rate again: w -= 0.5."""
+    from kerastune_kit.tuning import LRRangeTest
+
+    model = probe_model()
+    x = np.ones((4, 1), "float32")
+    test = LRRangeTest(1e-4, 10.0, steps=5)
+    model.fit(x, x, batch_size=4, epochs=20, verbose=0, callbacks=[test])
+    assert len(test.lrs) == 5 and test.lrs[-1] == pytest.approx(10.0)
+    assert model.get_weights()[0].item() == 0.0
+    model.fit(x, x, batch_size=4, epochs=1, verbose=0)
+    assert model.get_weights()[0].item() == -0.5
