@@ -67,8 +67,10 @@ def decode(model, callbacks, record: dict, arrays: dict, *, where: str) -> None:
     """
     given = keyed(callbacks)
     saved = record.get("callbacks", {})
-    if record.get("format", 1) < 2:  # keys were "ClassName/position"
-        given = _legacy_keys(callbacks)
+    if record.get("format") != FORMAT:
+        raise ValueError(
+            f"The backup in {where!r} has format {record.get('format')!r}; this kit reads "
+            f"format {FORMAT}. Use another backup folder to start afresh.")
     if set(saved) != set(given):
         raise ValueError(
             f"The backup in {where!r} was made with the kit callbacks {sorted(saved)} but "
@@ -137,14 +139,4 @@ def arrays_from_bytes(data: bytes) -> dict[str, dict[str, np.ndarray]]:
         for flat in loaded.files:
             key, name = flat.split("|", 1)
             out.setdefault(key, {})[name] = loaded[flat]
-    return out
-
-
-def _legacy_keys(callbacks) -> dict[str, KitCallback]:
-    out, counts = {}, {}
-    for callback in callbacks:
-        if isinstance(callback, KitCallback):
-            name = type(callback).__name__
-            out[f"{name}/{counts.get(name, 0)}"] = callback
-            counts[name] = counts.get(name, 0) + 1
     return out

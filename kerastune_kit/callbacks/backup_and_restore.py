@@ -29,7 +29,6 @@ _WEIGHTS = "model.weights.h5"
 _STATE = "state.json"
 _ARRAYS = "arrays.npz"
 _MANIFEST = "manifest.json"
-_LEGACY_POINTER = "checkpoint.json"  # format 1: a pointer to the current folder
 _KEEP = 2
 
 
@@ -245,48 +244,25 @@ class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
                     if os.path.exists(os.path.join(self.backup_dir, n, _MANIFEST))]
         for old in complete[keep:]:
             shutil.rmtree(os.path.join(self.backup_dir, old), ignore_errors=True)
-        pointer = os.path.join(self.backup_dir, _LEGACY_POINTER)
-        if complete and os.path.exists(pointer):
-            os.remove(pointer)
 
     def _delete(self):
         for name in self._numbered_folders():
             shutil.rmtree(os.path.join(self.backup_dir, name), ignore_errors=True)
-        for name in (_LEGACY_POINTER,):
-            path = os.path.join(self.backup_dir, name)
-            if os.path.exists(path):
-                os.remove(path)
         remove_stale_temps(os.path.join(self.backup_dir, "backup"))
 
     # Restoring -----------------------------------------------------------------
 
-    def _candidates(self) -> list[tuple[str, bool]]:
-        """``(folder, legacy)`` to try, newest first."""
-        out = [(n, False) for n in self._numbered_folders()
-               if os.path.exists(os.path.join(self.backup_dir, n, _MANIFEST))]
-        pointer = os.path.join(self.backup_dir, _LEGACY_POINTER)
-        if not out and os.path.exists(pointer):
-            try:
-                with open(pointer, encoding="utf-8") as f:
-                    folder = str(json.load(f).get("folder", ""))
-            except (OSError, ValueError, AttributeError):
-                folder = ""
-            if _FOLDER.match(folder) and os.path.isdir(os.path.join(self.backup_dir, folder)):
-                out.append((folder, True))
-            else:
-                warnings.warn(
-                    f"BackupAndRestore: ignoring {pointer!r}, which points to no backup "
-                    f"({folder or 'unreadable'}); starting afresh.", stacklevel=3)
-        return out
+    def _candidates(self) -> list[str]:
+        """The backup folders to try, newest first."""
+        return [n for n in self._numbered_folders()
+                if os.path.exists(os.path.join(self.backup_dir, n, _MANIFEST))]
 
     def _resume(self):
         problems = []
-        for name, legacy in self._candidates():
+        for name in self._candidates():
             folder = os.path.join(self.backup_dir, name)
             try:
-                manifest = None if legacy else self._verified_manifest(folder)
-                if manifest is not None:
-                    self._check_owner(folder, manifest)
+                self._check_owner(folder, self._verified_manifest(folder))
                 self._load(folder)
             except _Damaged as damage:
                 problems.append(f"{folder}: {damage}")
@@ -341,12 +317,10 @@ class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
             if os.path.exists(arrays_path):
                 with open(arrays_path, "rb") as f:
                     arrays = _state_codec.arrays_from_bytes(f.read())
-            elif state.get("arrays"):  # format 1: one .npz per callback
-                arrays = _legacy_arrays(folder, state["arrays"])
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise _Damaged(f"its state is unreadable ({error!r})") from None
         model = self.model
-        if state.get("lr_control") or state.get("lr_controlled"):
+        if state.get("lr_control"):
             # The saved optimizer ran the kit's LR schedule, which replaced
             # its rate variable; install it first so the variables match.
             _lr_control.controlled_schedule(model)
@@ -377,13 +351,3 @@ def _sha256(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _legacy_arrays(folder, names: dict) -> dict:
-    import numpy as np
-
-    out = {}
-    for key, name in names.items():
-        with np.load(os.path.join(folder, name)) as data:
-            out[key] = {k: data[k] for k in data.files}
-    return out

@@ -148,7 +148,6 @@ class Backup:
                     UnicodeDecodeError) as error:  # IndexError: TF's "read less bytes"
                 problems.append(f"{path}: {type(error).__name__}: {str(error)[:200]}")
                 continue
-            record = _upgraded(record, callbacks)
             self._record = record
             rate = rate_object(self._run_optimizer)
             if isinstance(rate, keras.Variable) and "learning_rate" in record:
@@ -241,22 +240,3 @@ def _tf_variable(variable):
 
 def _kit(callbacks) -> list[KitCallback]:
     return [cb for cb in callbacks if isinstance(cb, KitCallback)]
-
-
-def _upgraded(record: dict, callbacks) -> dict:
-    """A record written before the shared codec (keys ``"<index>:<class>"``,
-    an ``lr_factor``) in today's form."""
-    if "format" in record:
-        return record
-    kit = _kit(callbacks)
-    new_keys = list(_state_codec.keyed(kit))
-    old = record.get("callbacks", {})
-    states = {}
-    for i, (callback, key) in enumerate(zip(kit, new_keys)):
-        legacy = f"{i}:{type(callback).__name__}"
-        if legacy in old:
-            states[key] = old[legacy]
-    upgraded = dict(record, format=_state_codec.FORMAT, callbacks=states)
-    if "lr_factor" in record:
-        upgraded["lr_control"] = {"factor": record["lr_factor"]}
-    return upgraded

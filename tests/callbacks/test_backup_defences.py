@@ -2,9 +2,7 @@
 a full disk, temporary files of a dead writer with this very pid."""
 
 import errno
-import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -81,35 +79,6 @@ def test_no_intact_backup_is_a_clear_error_and_nothing_is_loaded(tmp_path):
                                          r"model.weights.h5 is not the file.*backup-000002"):
         fit_probe(model, [BackupAndRestore(backup_dir)], epochs=5)
     assert steps_in(model) == 0
-
-
-def test_a_dangling_old_pointer_is_ignored_with_a_warning(tmp_path):
-    """A backup of the kit's first format whose pointer names a folder a kill
-    left half-deleted: the next start warns and starts afresh."""
-    backup_dir = tmp_path / "backup"
-    backup_dir.mkdir()
-    (backup_dir / "checkpoint.json").write_text(json.dumps({"folder": "backup-000004",
-                                                            "epochs_done": 4}))
-    model = probe_model()
-    with pytest.warns(UserWarning, match="points to no backup"):
-        history = fit_probe(model, [BackupAndRestore(str(backup_dir))], epochs=2)
-    assert history.epoch == [0, 1]
-
-
-def test_a_first_format_backup_still_resumes(tmp_path):
-    """Written by the kit before manifests: a pointer and one folder."""
-    backup_dir = tmp_path / "backup"
-    crashed_run(str(backup_dir))
-    legacy = backup_dir / "backup-000003"
-    (legacy / "manifest.json").unlink()
-    state = json.loads((legacy / "state.json").read_text())
-    state.pop("format")
-    (legacy / "state.json").write_text(json.dumps(state))
-    shutil.rmtree(backup_dir / "backup-000002")
-    (backup_dir / "checkpoint.json").write_text(json.dumps({"folder": "backup-000003",
-                                                            "epochs_done": 3}))
-    model = probe_model()
-    assert fit_probe(model, [BackupAndRestore(str(backup_dir))], epochs=5).epoch == [3, 4]
 
 
 # Backups of another run ---------------------------------------------------------------------
