@@ -207,11 +207,9 @@ class Backup:
             controlled_schedule(self._run_model).set_controls(**controls)
 
     def _check_owner(self, path, record, callbacks) -> None:
-        saved = record.get("fingerprint")
-        if saved is None:  # written before fingerprints were
-            return
         different = _state_codec.differences(
-            saved, _state_codec.fingerprint(self._run_model, _kit(callbacks)))
+            record.get("fingerprint") or {},
+            _state_codec.fingerprint(self._run_model, _kit(callbacks)))
         if different:
             raise _ForeignBackupError(
                 f"Trainer: the backup {path!r} in `backup_dir` belongs to another run: "
