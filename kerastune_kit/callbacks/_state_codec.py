@@ -60,17 +60,22 @@ def encode(model, callbacks) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
     return record, arrays
 
 
+def check_format(record: dict, where: str) -> None:
+    """Raises ``ValueError`` for a record of another format than this kit's."""
+    if record.get("format") != FORMAT:
+        raise ValueError(
+            f"The backup in {where!r} has format {record.get('format')!r}; this kit reads "
+            f"format {FORMAT}. Use another backup folder to start afresh.")
+
+
 def decode(model, callbacks, record: dict, arrays: dict, *, where: str) -> None:
     """Puts a record and its arrays back into ``callbacks`` and the optimizer.
 
     Raises ``ValueError`` when the saved callbacks are not this call's.
     """
+    check_format(record, where)
     given = keyed(callbacks)
     saved = record.get("callbacks", {})
-    if record.get("format") != FORMAT:
-        raise ValueError(
-            f"The backup in {where!r} has format {record.get('format')!r}; this kit reads "
-            f"format {FORMAT}. Use another backup folder to start afresh.")
     if set(saved) != set(given):
         raise ValueError(
             f"The backup in {where!r} was made with the kit callbacks {sorted(saved)} but "

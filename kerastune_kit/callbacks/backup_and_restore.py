@@ -319,6 +319,7 @@ class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
                     arrays = _state_codec.arrays_from_bytes(f.read())
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise _Damaged(f"its state is unreadable ({error!r})") from None
+        _state_codec.check_format(state, folder)  # before anything is loaded
         model = self.model
         if state.get("lr_control"):
             # The saved optimizer ran the kit's LR schedule, which replaced

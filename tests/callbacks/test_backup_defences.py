@@ -2,6 +2,8 @@
 a full disk, temporary files of a dead writer with this very pid."""
 
 import errno
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -78,6 +80,22 @@ def test_no_intact_backup_is_a_clear_error_and_nothing_is_loaded(tmp_path):
     with pytest.raises(ValueError, match=r"(?s)no intact backup in .*backup-000003: "
                                          r"model.weights.h5 is not the file.*backup-000002"):
         fit_probe(model, [BackupAndRestore(backup_dir)], epochs=5)
+    assert steps_in(model) == 0
+
+
+def test_a_backup_of_another_format_is_refused_before_anything_is_loaded(tmp_path):
+    backup_dir = tmp_path / "backup"
+    for name in crashed_run(str(backup_dir)):
+        folder = backup_dir / name
+        state = json.loads((folder / "state.json").read_text())
+        (folder / "state.json").write_text(json.dumps(dict(state, format=1)))
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["files"]["state.json"] = hashlib.sha256(
+            (folder / "state.json").read_bytes()).hexdigest()
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    model = probe_model()
+    with pytest.raises(ValueError, match=r"has format 1; this kit reads format 2"):
+        fit_probe(model, [BackupAndRestore(str(backup_dir))], epochs=5)
     assert steps_in(model) == 0
 
 
