@@ -160,26 +160,6 @@ def jax_state_sync(model) -> None:
         sync()
 
 
-def compiled_metric_names(model) -> list[str]:
-    """The names the metrics given to ``model.compile`` will have in the logs.
-
-    Read from ``model._compile_metrics._user_metrics`` (and
-    ``_user_weighted_metrics``), which hold them as the user gave them: a
-    string keeps its name (``"accuracy"``), an object has its ``name``.
-    Checked: {checked}. Without that attribute: an empty list (then callers
-    fall back to the loss).
-    """
-    compiled = getattr(model, "_compile_metrics", None)
-    names = []
-    for attr in ("_user_metrics", "_user_weighted_metrics"):
-        given = getattr(compiled, attr, None)
-        for metric in keras.tree.flatten(given) if given is not None else []:
-            name = metric if isinstance(metric, str) else getattr(metric, "name", None)
-            if name:
-                names.append(name)
-    return names
-
-
 def set_initial_epoch(model, epoch: int | None) -> None:
     """``model._initial_epoch``: where ``model.fit`` starts (read once per fit
     call, after ``on_train_begin``); Keras's own BackupAndRestore sets it
@@ -423,7 +403,7 @@ def gradients_already_reduced(optimizer):
 
 
 for _function in (rate_object, renew_variable_list, step_counter, wrap_variable_saving,
-                  add_optimizer_variables, jax_state_sync, compiled_metric_names,
+                  add_optimizer_variables, jax_state_sync,
                   set_initial_epoch, data_adapter, train_validation_split, loss_tracker,
                   build_compiled_state, child_layers, metric_direction, default_strategy,
                   skips_gradient_reduction, gradients_already_reduced,

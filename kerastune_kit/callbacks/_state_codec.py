@@ -71,9 +71,10 @@ def check_format(record: dict, where: str) -> None:
 def decode(model, callbacks, record: dict, arrays: dict, *, where: str) -> None:
     """Puts a record and its arrays back into ``callbacks`` and the optimizer.
 
-    Raises ``ValueError`` when the saved callbacks are not this call's.
+    Raises ``ValueError`` when the saved callbacks are not this call's. The
+    stores check the record's format (:func:`check_format`) before they
+    load anything.
     """
-    check_format(record, where)
     given = keyed(callbacks)
     saved = record.get("callbacks", {})
     if set(saved) != set(given):

@@ -207,6 +207,10 @@ class Backup:
             controlled_schedule(self._run_model).set_controls(**controls)
 
     def _check_owner(self, path, record, callbacks) -> None:
+        try:
+            _state_codec.check_format(record, path)
+        except ValueError as error:  # a checkpoint of another format: no fallback
+            raise _ForeignBackupError(f"Trainer: {error}") from None
         different = _state_codec.differences(
             record.get("fingerprint") or {},
             _state_codec.fingerprint(self._run_model, _kit(callbacks)))
