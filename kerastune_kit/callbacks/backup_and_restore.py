@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import time
-import warnings
 
 from kerastune_kit._args.validation import check_bool, check_verbose
 from kerastune_kit._files.atomic import (
@@ -21,7 +20,7 @@ from kerastune_kit._files.ownership import Ownership
 from kerastune_kit._keras import distribute as _distribute
 from kerastune_kit._keras import private as private
 from kerastune_kit._model_state import evaluated_weights as evaluated
-from kerastune_kit.callbacks import _lr_control, _state_codec
+from kerastune_kit.callbacks import _lr_control, _resume_store, _state_codec
 from kerastune_kit.callbacks._base import KitCallback, kit_callbacks
 
 _FOLDER = re.compile(r"backup-(\d+)$")
@@ -29,7 +28,6 @@ _WEIGHTS = "model.weights.h5"
 _STATE = "state.json"
 _ARRAYS = "arrays.npz"
 _MANIFEST = "manifest.json"
-_KEEP = 2
 
 
 class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
@@ -223,7 +221,7 @@ class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
             shutil.rmtree(folder, ignore_errors=True)
             raise
         fsync_path(self.backup_dir)
-        self._prune(keep=_KEEP)
+        self._prune(keep=_resume_store.KEEP)
 
     def _numbered_folders(self) -> list[str]:
         """``backup-N`` folders, newest first."""
@@ -258,26 +256,15 @@ class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
                 if os.path.exists(os.path.join(self.backup_dir, n, _MANIFEST))]
 
     def _resume(self):
-        problems = []
-        for name in self._candidates():
-            folder = os.path.join(self.backup_dir, name)
-            try:
-                self._check_owner(folder, self._verified_manifest(folder))
-                self._load(folder)
-            except _Damaged as damage:
-                problems.append(f"{folder}: {damage}")
-                continue
-            if problems:
-                warnings.warn(
-                    "BackupAndRestore: the newest backup is damaged ("
-                    + "; ".join(problems) + f"); resumed from the older {folder!r} instead.",
-                    stacklevel=3)
-            return
-        if problems:
-            raise ValueError(
-                "BackupAndRestore: no intact backup in "
-                f"{self.backup_dir!r} to resume from: " + "; ".join(problems)
-                + ". Delete the folder to start afresh.")
+        _resume_store.resume_newest(
+            "BackupAndRestore", self.backup_dir,
+            [os.path.join(self.backup_dir, name) for name in self._candidates()], self._restore)
+
+    def _restore(self, folder):
+        _resume_store.check_owner(
+            "BackupAndRestore", folder, self._verified_manifest(folder), self._fingerprint(),
+            run_id=self.run_id, allow_foreign=self.allow_foreign)
+        self._load(folder)
 
     def _verified_manifest(self, folder) -> dict:
         try:
@@ -285,27 +272,15 @@ class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
                 manifest = json.load(f)
             files = dict(manifest["files"])
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise _Damaged(f"its manifest is unreadable ({error!r})") from None
+            raise _resume_store.Damaged(f"its manifest is unreadable ({error!r})") from None
         for name, digest in files.items():
             path = os.path.join(folder, name)
             if not os.path.exists(path):
-                raise _Damaged(f"{name} is missing")
+                raise _resume_store.Damaged(f"{name} is missing")
             if _sha256(path) != digest:
-                raise _Damaged(f"{name} is not the file that was written (checksum differs)")
+                raise _resume_store.Damaged(
+                    f"{name} is not the file that was written (checksum differs)")
         return manifest
-
-    def _check_owner(self, folder, manifest):
-        saved = manifest.get("fingerprint") or {}
-        now = self._fingerprint()
-        different = _state_codec.differences(saved, now)
-        if self.run_id is not None and saved.get("run_id") != self.run_id:
-            different.append(f"its run_id is {saved.get('run_id')!r}, this run's "
-                             f"{self.run_id!r}")
-        if different and not self.allow_foreign:
-            raise ValueError(
-                f"BackupAndRestore: the backup in {folder!r} belongs to another run: "
-                + "; ".join(different) + ". Use another backup_dir, delete this one, or "
-                "pass allow_foreign=True to resume from it anyway.")
 
     def _load(self, folder):
         try:
@@ -318,8 +293,7 @@ class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
                 with open(arrays_path, "rb") as f:
                     arrays = _state_codec.arrays_from_bytes(f.read())
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise _Damaged(f"its state is unreadable ({error!r})") from None
-        _state_codec.check_format(state, folder)  # before anything is loaded
+            raise _resume_store.Damaged(f"its state is unreadable ({error!r})") from None
         model = self.model
         if state.get("lr_control"):
             # The saved optimizer ran the kit's LR schedule, which replaced
@@ -332,7 +306,7 @@ class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
         try:
             model.load_weights(os.path.join(folder, _WEIGHTS))
         except (OSError, KeyError) as error:
-            raise _Damaged(f"its weights are unreadable ({error!r})") from None
+            raise _resume_store.Damaged(f"its weights are unreadable ({error!r})") from None
         _state_codec.decode(model, self._siblings(), state, arrays, where=folder)
         private.set_initial_epoch(model, epochs_done)
         self._epochs_done = epochs_done
@@ -340,10 +314,6 @@ class BackupAndRestore(evaluated.ValidatesEvaluatedWeights, KitCallback):
         self.record_event("resume", epochs_done, "backup", folder=os.path.basename(folder))
         if self.verbose:
             print(f"BackupAndRestore: resuming at epoch {epochs_done + 1} from {folder}.")
-
-
-class _Damaged(Exception):
-    """A backup that cannot be used; the message says why."""
 
 
 def _sha256(path: str) -> str:

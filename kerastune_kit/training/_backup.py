@@ -12,15 +12,14 @@ only the chief writes to the real directory; the others write to a
 throw-away folder that is deleted at once, as TensorFlow's multi-worker
 guide does. Every process restores from the real directory.
 
-The two newest checkpoints are kept. A resume tries the newest; a damaged
-one (TensorFlow's own checksums, an unreadable record) is reported with a
-warning and the previous one is used; when none can be read, a
-``ValueError`` names each and what is wrong. The ``checkpoint`` index file
-is not trusted: checkpoints are found by their ``ckpt-N.index`` files, and
-at the start the chief (which holds the folder's lock) removes what a killed
-writer left (temporary files, checkpoints past the one resumed) and rewrites
-that file. A checkpoint of another run (other model variables, optimizer or
-callbacks) is refused with a ``ValueError``.
+Which checkpoint is resumed, and which is refused, is the policy of
+:mod:`~kerastune_kit.callbacks._resume_store`, shared with
+``BackupAndRestore``: the two newest are kept, a damaged one (TensorFlow's
+own checksums, an unreadable record) falls back to the older one, another
+run's is refused. The ``checkpoint`` index file is not trusted:
+checkpoints are found by their ``ckpt-N.index`` files, and at the start the
+chief (which holds the folder's lock) removes what a killed writer left
+(temporary files, checkpoints past the one resumed) and rewrites that file.
 
 The variables are saved as lists, not through the model and optimizer
 objects: the optimizer's learning rate changes hands during training (a
@@ -36,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import warnings
 
 import keras
 import tensorflow as tf
@@ -44,8 +42,8 @@ import tensorflow as tf
 from kerastune_kit._files.atomic import remove_path
 from kerastune_kit._files.ownership import Ownership
 from kerastune_kit._keras.distribute import remove_worker_copy, worker_path
-from kerastune_kit._model_state.optimizer import controlled_schedule, rate_object
-from kerastune_kit.callbacks import _state_codec
+from kerastune_kit._model_state.optimizer import rate_object
+from kerastune_kit.callbacks import _resume_store, _state_codec
 from kerastune_kit.callbacks._base import KitCallback
 
 _INDEX = re.compile(r"ckpt-(\d+)\.index$")
@@ -54,10 +52,6 @@ _NUMBERED = re.compile(r"ckpt-(\d+)(\.index|\.data-\d+-of-\d+)$")
 # What a killed writer leaves: TensorFlow's temporary copy of the
 # ``checkpoint`` state file and its sharded save's temporary folder/files.
 _TEMPORARY = re.compile(r"(checkpoint\.tmp[0-9a-f]+|ckpt-\d+_temp.*)$")
-
-
-class _ForeignBackupError(ValueError):
-    """A checkpoint of another run (not a damaged one: no fallback)."""
 
 
 class Backup:
@@ -71,7 +65,7 @@ class Backup:
     """
 
     def __init__(self, directory, model, optimizer, extra: dict | None = None,
-                 max_to_keep: int = 2):
+                 max_to_keep: int = _resume_store.KEEP):
         self.directory = os.path.abspath(os.fspath(directory))
         self._write_dir = worker_path(self.directory)
         self._is_chief = self._write_dir == self.directory
@@ -126,47 +120,48 @@ class Backup:
     def restore(self, callbacks) -> dict | None:
         """Loads the newest intact checkpoint into the variables and callbacks.
 
-        Call it before the callbacks' ``on_train_begin``, and
-        :meth:`restore_lr_control` after it. Returns ``{"epoch", "step",
-        "stopped"}`` of the restored checkpoint (``epoch`` = epochs
-        completed), or None when there is none.
+        Call it before the callbacks' ``on_train_begin``. Returns ``{"epoch", "step",
+        "stopped", "order_seed"}`` of the restored checkpoint (``epoch`` =
+        epochs completed; ``order_seed``: the seed of the shuffled orders),
+        or None when there is none.
         """
-        problems = []
         paths = self._paths()
-        for index, path in enumerate(paths):
-            try:
-                # The record first, alone: a checkpoint of another run is
-                # refused as such, before its variables meet these.
-                saved = tf.train.load_checkpoint(path).get_tensor(_STATE_KEY)
-                record = json.loads(saved.decode("utf-8"))
-                self._check_owner(path, record, callbacks)
-                self._checkpoint.restore(path).assert_existing_objects_matched()
-                arrays = _state_codec.arrays_from_bytes(self.arrays.numpy())
-            except _ForeignBackupError:
-                raise
-            except (tf.errors.OpError, ValueError, KeyError, IndexError, AssertionError,
-                    UnicodeDecodeError) as error:  # IndexError: TF's "read less bytes"
-                problems.append(f"{path}: {type(error).__name__}: {str(error)[:200]}")
-                continue
-            self._record = record
-            rate = rate_object(self._run_optimizer)
-            if isinstance(rate, keras.Variable) and "learning_rate" in record:
-                rate.assign(record["learning_rate"])
-            states = {k: v for k, v in record.items() if k != "lr_control"}
-            _state_codec.decode(self._run_model, _kit(callbacks), states, arrays, where=path)
-            if problems:
-                warnings.warn(
-                    "Trainer: the newest backup is damaged (" + "; ".join(problems)
-                    + f"); resumed from the older {path!r} instead.", stacklevel=3)
-            self._start_saving(paths[index:index + self._max_to_keep])
-            return {"epoch": int(self.epoch.numpy()), "step": int(self.step.numpy()),
-                    "stopped": bool(record.get("stopped", False))}
-        if problems:
-            raise ValueError(
-                f"Trainer: no intact backup in `backup_dir` {self.directory!r} to resume "
-                "from: " + "; ".join(problems) + ". Delete the folder to start afresh.")
-        self._start_saving([])
-        return None
+        restored = _resume_store.resume_newest(
+            "Trainer", self.directory, paths, lambda path: self._restore(path, callbacks))
+        kept = [] if restored is None else paths[paths.index(restored):][:self._max_to_keep]
+        self._start_saving(kept)
+        if restored is None:
+            return None
+        record = self._record
+        return {"epoch": int(self.epoch.numpy()), "step": int(self.step.numpy()),
+                "stopped": bool(record.get("stopped", False)),
+                "order_seed": record.get("order_seed")}
+
+    def _restore(self, path: str, callbacks) -> str:
+        """Loads the checkpoint ``path``; returns it."""
+        try:
+            # The record first, alone: a checkpoint of another run is refused
+            # as such, before its variables meet these.
+            saved = tf.train.load_checkpoint(path).get_tensor(_STATE_KEY)
+            record = json.loads(saved.decode("utf-8"))
+            _resume_store.check_owner(
+                "Trainer", path, record,
+                _state_codec.fingerprint(self._run_model, _kit(callbacks)))
+            self._checkpoint.restore(path).assert_existing_objects_matched()
+            arrays = _state_codec.arrays_from_bytes(self.arrays.numpy())
+        except _resume_store.ForeignBackupError:
+            raise
+        except (tf.errors.OpError, ValueError, KeyError, IndexError, AssertionError,
+                UnicodeDecodeError) as error:  # IndexError: TF's "read less bytes"
+            raise _resume_store.Damaged(f"{type(error).__name__}: {str(error)[:200]}") from None
+        self._record = record
+        rate = rate_object(self._run_optimizer)
+        if isinstance(rate, keras.Variable) and "learning_rate" in record:
+            rate.assign(record["learning_rate"])
+        # The callbacks' state and the LR control (a ControlledSchedule is
+        # installed first when the run had one), in one step.
+        _state_codec.decode(self._run_model, _kit(callbacks), record, arrays, where=path)
+        return path
 
     def _start_saving(self, kept: list[str]) -> None:
         """Tidies the folder and makes the checkpoint manager.
@@ -200,31 +195,15 @@ class Backup:
         self._manager = tf.train.CheckpointManager(
             self._checkpoint, self._write_dir, max_to_keep=self._max_to_keep)
 
-    def restore_lr_control(self) -> None:
-        """Puts back the saved LR control, once the callbacks installed the schedule."""
-        controls = self._record.get("lr_control")
-        if controls:
-            controlled_schedule(self._run_model).set_controls(**controls)
-
-    def _check_owner(self, path, record, callbacks) -> None:
-        try:
-            _state_codec.check_format(record, path)
-        except ValueError as error:  # a checkpoint of another format: no fallback
-            raise _ForeignBackupError(f"Trainer: {error}") from None
-        different = _state_codec.differences(
-            record.get("fingerprint") or {},
-            _state_codec.fingerprint(self._run_model, _kit(callbacks)))
-        if different:
-            raise _ForeignBackupError(
-                f"Trainer: the backup {path!r} in `backup_dir` belongs to another run: "
-                + "; ".join(different) + ". Use another backup_dir or delete this one.")
-
-    def save(self, epoch: int, step: int, callbacks, stopped: bool) -> None:
-        """Saves the state after ``epoch`` completed epochs and ``step`` steps."""
+    def save(self, epoch: int, step: int, callbacks, stopped: bool,
+             order_seed: int | None = None) -> None:
+        """Saves the state after ``epoch`` completed epochs and ``step`` steps
+        (``order_seed``: the seed of the run's shuffled orders)."""
         self.epoch.assign(epoch)
         self.step.assign(step)
         record, arrays = _state_codec.encode(self._run_model, _kit(callbacks))
         record["stopped"] = bool(stopped)
+        record["order_seed"] = order_seed
         record["fingerprint"] = _state_codec.fingerprint(self._run_model, _kit(callbacks))
         rate = rate_object(self._run_optimizer)
         if isinstance(rate, keras.Variable):  # E.g. lowered by ReduceLROnPlateau.

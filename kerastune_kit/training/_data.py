@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import types
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -37,6 +38,9 @@ class Source:
     num_batches: int | None
     infinite: bool
     kind: str
+    # Shuffled arrays: ``(seed, first_epoch, passes) -> dataset``, each
+    # epoch's order a function of the seed and the epoch number.
+    in_epoch_order: Callable | None = None
 
     @property
     def repeatable(self) -> bool:
@@ -93,16 +97,85 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, steps=None, shuffl
             raise ValueError(
                 f"`{argument}`, `y` and `sample_weight` must have the same number of "
                 f"samples; got lengths {sorted(lengths)}.")
+    # Arrays shuffled as a whole are read in order by Keras's adapter (its
+    # checks, batch size and class weights) and ordered by the epoch.
+    ordered = kind == "arrays" and shuffle is True and not any(
+        isinstance(a, (tf.SparseTensor, tf.RaggedTensor)) or hasattr(a, "tocsr")  # scipy
+        for a in keras.tree.flatten((x, y, sample_weight)))
     adapter = private.data_adapter(x, y, sample_weight, batch_size=batch_size,
-                                   steps_per_epoch=steps, shuffle=shuffle,
+                                   steps_per_epoch=steps, shuffle=False if ordered else shuffle,
                                    class_weight=class_weight)
     dataset = adapter.get_tf_dataset()
     cardinality = int(dataset.cardinality())
     num_batches = adapter.num_batches
     if num_batches is None and cardinality >= 0:
         num_batches = cardinality
+    in_epoch_order = None
+    if ordered:
+        in_epoch_order = _EpochOrder((x, y, sample_weight), class_weight, adapter.batch_size)
     return Source(adapter, dataset, num_batches,
-                  infinite=cardinality == tf.data.INFINITE_CARDINALITY, kind=kind)
+                  infinite=cardinality == tf.data.INFINITE_CARDINALITY, kind=kind,
+                  in_epoch_order=in_epoch_order)
+
+
+class _EpochOrder:
+    """Batches of shuffled arrays, each epoch in the order ``stateless_shuffle``
+    gives for ``[seed, epoch]``: a run resumed at epoch N reads epoch N as the
+    uninterrupted run did.
+
+    Called as ``(seed, first_epoch, passes)``, it gives the batches of
+    ``passes`` epochs from ``first_epoch`` (``passes`` None: on and on). The
+    pipeline is the one Keras builds for shuffled arrays (a permutation per
+    pass, prefetched; full batches sliced by a reshape; one gather per batch,
+    in parallel), with a stateless permutation.
+    """
+
+    def __init__(self, arrays, class_weight, batch_size: int):
+        self.arrays, self.class_weight, self.batch_size = arrays, class_weight, batch_size
+        self.converted = None
+
+    def _converted(self):
+        """The arrays as Keras converts them (class weights as sample weights
+        included), as one batch; made once."""
+        if self.converted is None:
+            x, y, sample_weight = self.arrays
+            num_samples = _length(keras.tree.flatten(x)[0])
+            whole = private.data_adapter(x, y, sample_weight, batch_size=num_samples,
+                                         shuffle=False, class_weight=self.class_weight)
+            self.converted = whole.get_tf_dataset().take(1).get_single_element()
+        return self.converted
+
+    def __call__(self, seed: int, first_epoch: int, passes: int | None) -> tf.data.Dataset:
+        whole = self._converted()
+        num_samples = _length(tf.nest.flatten(whole)[0])
+        batch_size = self.batch_size
+        full = num_samples // batch_size * batch_size
+
+        def permutation(epoch):
+            key = tf.stack([tf.constant(seed, tf.int64), epoch])
+            return tf.random.experimental.stateless_shuffle(
+                tf.range(num_samples, dtype=tf.int64), seed=key)
+
+        def batches(indices):
+            batched = tf.data.Dataset.from_tensor_slices(
+                tf.reshape(indices[:full], [full // batch_size, batch_size]))
+            if full < num_samples:
+                batched = batched.concatenate(tf.data.Dataset.from_tensors(indices[full:]))
+            return batched
+
+        def gather(indices, data):
+            return tf.nest.map_structure(lambda a: tf.gather(a, indices, axis=0), data)
+
+        stop = first_epoch + passes if passes is not None else 2**62
+        indices = (tf.data.Dataset.range(first_epoch, stop).map(permutation).prefetch(1)
+                   .flat_map(batches))
+        dataset = tf.data.Dataset.zip((indices, tf.data.Dataset.from_tensors(whole).repeat()))
+        dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        options.experimental_optimization.apply_default_optimizations = False
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+        return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 _NAMES = {"dataset": "tf.data.Dataset", "py_dataset": "keras.utils.PyDataset",
@@ -242,15 +315,18 @@ class Feed:
     ``model.fit``'s meaning of ``steps_per_epoch``.
 
     Without ``steps_per_epoch`` an epoch is one pass. Arrays and datasets of
-    known length are then read as one repeated stream (each pass reshuffled):
-    no iterator is built and torn down at every epoch, and the input
-    pipeline keeps running across epoch ends. With ``steps_per_epoch`` one
+    known length are then read as one repeated stream: no iterator is built
+    and torn down at every epoch, and the input pipeline keeps running
+    across epoch ends. With ``steps_per_epoch`` one
     iterator runs on across epochs; when the data runs out, the epoch ends
     there with a warning and the next epoch reads the data from its start.
     A ``PyDataset`` gets its ``on_epoch_begin``/``on_epoch_end`` around each
     pass. ``from_start=True`` (evaluation, as ``model.evaluate`` reads
     ``steps``): every epoch reads the first ``steps_per_epoch`` batches.
-    ``passes``: how many epochs the run may read at most (None: unknown).
+    ``passes``: how many epochs the run may read at most (None: unknown);
+    ``last_epoch``: the epoch the run stops before, for shuffled arrays,
+    whose order is the epoch's (:attr:`order_seed` then set before the first
+    :meth:`begin_epoch`): a pass begun at epoch N is in the order of epoch N.
 
     ``exact`` says whether every execution may count on its batches being
     there, so the compiled loop needs no per-step end-of-data guard: true for
@@ -260,22 +336,18 @@ class Feed:
     """
 
     def __init__(self, strategy, data: Source, steps_per_epoch: int | None = None, *,
-                 from_start: bool = False, passes: int | None = None):
+                 from_start: bool = False, passes: int | None = None, last_epoch=None):
         self.source = data
         self.steps_per_epoch = steps_per_epoch
         self._count = data.num_batches
         self.exact = num_workers() == 1 and (data.infinite or self._count is not None)
-        dataset = data.dataset
         self._repeated = (steps_per_epoch is None and self.exact and not data.infinite
                           and data.repeatable and passes != 1)
-        if self._repeated:
-            # As many passes as the run can read: at the end of the last one
-            # the input pipeline stops, rather than prefetching a pass that
-            # is thrown away (tearing that down costs a small run ~0.3 s).
-            dataset = dataset.repeat(passes)
         self._continuous = self._repeated or (
             not from_start and (data.infinite or steps_per_epoch is not None))
-        self._data = strategy.experimental_distribute_dataset(dataset)
+        self._strategy, self._passes, self._last_epoch = strategy, passes, last_epoch
+        self.order_seed = None  # the seed of shuffled arrays' orders; set before reading
+        self._data = None
         self._iterator = None
         self._consumed = 0  # batches read from the current pass
 
@@ -284,11 +356,32 @@ class Feed:
         """Steps an epoch is meant to have (for the progress bar); None: unknown."""
         return self.steps_per_epoch or self._count
 
-    def begin_epoch(self):
-        """``(iterator, steps)`` for the next epoch (``steps`` None: until the
+    def _distributed(self, epoch: int):
+        """The data from ``epoch`` on, distributed: shuffled arrays in the
+        order of ``epoch`` (to the last epoch when read as one stream), the
+        other kinds as they come."""
+        if self.source.in_epoch_order is not None:
+            passes = 1
+            if self._repeated:
+                passes = None if self._last_epoch is None else self._last_epoch - epoch
+            dataset = self.source.in_epoch_order(self.order_seed, epoch, passes)
+        elif self._data is not None:
+            return self._data
+        else:
+            dataset = self.source.dataset
+            if self._repeated:
+                # As many passes as the run can read: at the end of the last one
+                # the input pipeline stops, rather than prefetching a pass that
+                # is thrown away (tearing that down costs a small run ~0.3 s).
+                dataset = dataset.repeat(self._passes)
+        return self._strategy.experimental_distribute_dataset(dataset)
+
+    def begin_epoch(self, epoch: int = 0):
+        """``(iterator, steps)`` for epoch ``epoch`` (``steps`` None: until the
         data ends)."""
         if self._iterator is None or not self._continuous:
             self.source.epoch_begin()
+            self._data = self._distributed(epoch)
             self._iterator = iter(self._data)
             self._consumed = 0
         steps = self.steps

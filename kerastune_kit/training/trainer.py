@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from kerastune_kit._args.validation import check_callbacks, check_choice, check_int, show
 from kerastune_kit._keras import private as private
-from kerastune_kit._keras.distribute import is_chief
+from kerastune_kit._keras.distribute import is_chief, num_workers
 from kerastune_kit._model_state import evaluated_weights as evaluated
 from kerastune_kit._model_state import optimizer as _optimizer
 from kerastune_kit._model_state.snapshot import on_restore
@@ -241,7 +241,7 @@ class Trainer:
         with self.strategy.scope():
             epochs_left = range(initial_epoch, epochs)
             train_feed = _data.Feed(self.strategy, train, steps_per_epoch,
-                                    passes=len(epochs_left))
+                                    passes=len(epochs_left), last_epoch=epochs)
             val_feed = None if val is None else _data.Feed(
                 self.strategy, val, validation_steps, from_start=True,
                 passes=sum(_should_validate(e, validation_freq) for e in epochs_left))
@@ -419,11 +419,16 @@ class Trainer:
     def _fit_loop(self, train, val, callbacks, *, epochs, initial_epoch,
                   validation_freq, backup):
         start, global_step = initial_epoch, 0
+        # Shuffled arrays: each epoch's order comes from this seed and the
+        # epoch, and a resumed run reads the one it saved.
+        if train.source.in_epoch_order is not None:
+            train.order_seed = self._order_seed()
         if backup is not None:
             restored = backup.restore(callbacks.callbacks)
             if restored is not None:
                 start = max(start, restored["epoch"])
                 global_step = restored["step"]
+                train.order_seed = restored.get("order_seed", train.order_seed)
                 if restored["stopped"]:
                     start = epochs  # That run ended itself; nothing is left to do.
         self.model.stop_training = False
@@ -432,13 +437,11 @@ class Trainer:
                                 for cb in callbacks.callbacks)
         logs = None
         callbacks.on_train_begin()
-        if backup is not None:
-            backup.restore_lr_control()
         try:
             for epoch in range(start, epochs):
                 train_fn = self._function("train", train.exact)
                 callbacks.on_epoch_begin(epoch)
-                iterator, steps = train.begin_epoch()
+                iterator, steps = train.begin_epoch(epoch)
                 epoch_logs, done = self._run_epoch(train_fn, iterator, steps, callbacks, epoch,
                                                    epochs, global_step)
                 if train.end_epoch(done, stopped=bool(self.model.stop_training)):
@@ -453,7 +456,8 @@ class Trainer:
                 logs = epoch_logs
                 stop = bool(self.model.stop_training)
                 if backup is not None:
-                    backup.save(epoch + 1, global_step, callbacks.callbacks, stopped=stop)
+                    backup.save(epoch + 1, global_step, callbacks.callbacks, stopped=stop,
+                                order_seed=train.order_seed)
                 if stop:
                     break
             if start < epochs:
@@ -468,6 +472,20 @@ class Trainer:
                 backup.close()
         callbacks.on_train_end(logs)
         self.stop_reason = stop_reason(callbacks.callbacks, bool(self.model.stop_training))
+
+    def _order_seed(self) -> int:
+        """A seed from NumPy's generator (``keras.utils.set_random_seed``
+        repeats it); under several workers the chief's, so that every worker
+        shards the same order."""
+        seed = int(np.random.randint(2**24))  # exact in float32, which every reduction takes
+        if num_workers() > 1:
+            def first_replica_only():  # replica 0 is the chief's
+                first = tf.distribute.get_replica_context().replica_id_in_sync_group == 0
+                return tf.cast(first, tf.float32) * float(seed)
+
+            per_replica = self.strategy.run(first_replica_only)
+            seed = int(self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
+        return seed
 
     def _run_epoch(self, train_fn, iterator, steps, callbacks, epoch, epochs, global_step):
         done, logs = 0, {}

@@ -92,7 +92,7 @@ def test_a_backup_of_another_format_is_refused_before_anything_is_loaded(tmp_pat
         manifest = json.loads((folder / "manifest.json").read_text())
         manifest["files"]["state.json"] = hashlib.sha256(
             (folder / "state.json").read_bytes()).hexdigest()
-        (folder / "manifest.json").write_text(json.dumps(manifest))
+        (folder / "manifest.json").write_text(json.dumps(dict(manifest, format=1)))
     model = probe_model()
     with pytest.raises(ValueError, match=r"has format 1; this kit reads format 2"):
         fit_probe(model, [BackupAndRestore(str(backup_dir))], epochs=5)

@@ -47,8 +47,10 @@ def saved(tmp_path_factory):
 @pytest.mark.parametrize("first", [
     "import kerastune_kit",
     "from kerastune_kit.schedules import Constant",  # a kit package imports Keras
-    "import keras, kerastune_kit",                   # Keras was there first
-    "import kerastune_kit.cli",
+    # Each runs kerastune_kit/__init__.py as the first does; a fresh process
+    # each, so in the slow leg.
+    pytest.param("import keras, kerastune_kit", marks=pytest.mark.slow),  # Keras first
+    pytest.param("import kerastune_kit.cli", marks=pytest.mark.slow),
 ])
 def test_loads_after_one_kit_import_in_a_fresh_process(saved, first):
     path, weights = saved

@@ -1,6 +1,6 @@
 """The Trainer's backup_dir defends itself: damaged checkpoints fall back to the
 previous one, a damaged state file is not trusted, none intact is a clear error,
-another run's checkpoint is refused."""
+another run's checkpoint is refused; a resumed run with shuffle=True is exact."""
 
 import glob
 import os
@@ -138,3 +138,30 @@ def test_a_resumed_run_with_averaging_ends_like_an_uninterrupted_one(tmp_path, k
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert trainer.evaluate(xv, yv, batch_size=8, verbose=0)["loss"] == pytest.approx(
         stop.best, rel=1e-5)
+
+
+def test_a_resumed_run_with_shuffle_reads_each_epoch_in_the_uninterrupted_order(tmp_path):
+    x = np.random.RandomState(0).normal(size=(200, 3)).astype("float32")
+    y = x @ np.array([[1.0], [-2.0], [0.5]], "float32")
+
+    def run(seed, backup_dir=None, crash_after=None):
+        keras.utils.set_random_seed(1)  # the same initial weights
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(8, activation="tanh"),
+                                  keras.layers.Dense(1)])
+        keras.utils.set_random_seed(seed)  # the seed of the shuffled orders
+        trainer = Trainer(model, keras.optimizers.SGD(0.05), "mse")
+        callbacks = [] if crash_after is None else [CrashAfter(crash_after)]
+        trainer.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=callbacks,
+                    backup_dir=None if backup_dir is None else str(tmp_path / backup_dir))
+        return model.get_weights()
+
+    uninterrupted = run(seed=3)
+    with pytest.raises(RuntimeError, match="crash"):
+        run(seed=3, backup_dir="backup", crash_after=1)
+    # The restarted process draws another seed; the backup's decides the order.
+    resumed = run(seed=4, backup_dir="backup")
+    for a, b in zip(resumed, uninterrupted):
+        np.testing.assert_array_equal(a, b)
+    # The order is the seed's: another seed ends elsewhere.
+    other = run(seed=4)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(other, uninterrupted)) > 1e-3

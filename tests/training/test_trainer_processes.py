@@ -56,7 +56,8 @@ def finish(processes):
     return outputs
 
 
-def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
+def run_two_workers(tmp_path, *arguments):
+    """Two workers of multiworker_fit.py; returns their results, the chief's first."""
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     processes = []
     for index in range(2):
@@ -65,14 +66,17 @@ def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
         config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
         processes.append(subprocess.Popen(
             [sys.executable, os.path.join(SCRIPTS, "multiworker_fit.py"),
-             str(tmp_path / f"result{index}.json")],
+             str(tmp_path / f"result{index}.json"), *arguments],
             cwd=workdir, env=env(TF_CONFIG=json.dumps(config)),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = finish(processes)
     for process, out in zip(processes, outputs):
         assert process.returncode == 0, out[-3000:]
+    return [json.load(open(tmp_path / f"result{i}.json")) for i in range(2)]
 
-    chief, other = (json.load(open(tmp_path / f"result{i}.json")) for i in range(2))
+
+def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
+    chief, other = run_two_workers(tmp_path)
     assert chief["replicas"] == 2
     assert chief["strategy"] in ("MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy")
     assert chief["history"] == other["history"]
@@ -102,6 +106,28 @@ def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
     assert os.listdir(tmp_path / "worker0" / "runs" / "logs" / "train")
     left = [os.path.join(d, n) for d, _, names in os.walk(tmp_path / "worker1") for n in names]
     assert left == []
+
+
+def test_two_workers_with_shuffle_read_the_chiefs_order(tmp_path):
+    # The workers' NumPy generators are seeded apart; each shards the chief's
+    # order of every epoch, so the run is one replica's with the chief's seed.
+    chief, other = run_two_workers(tmp_path, "shuffle")
+    script = load_script("multiworker_fit")
+    reference = Trainer(script.make_model, lambda: keras.optimizers.SGD(0.05), "mse",
+                        metrics=["mae"], strategy="default", steps_per_execution=2,
+                        clipnorm=1.0)
+    x, y = script.data()
+    np.random.seed(1000)  # the chief's
+    history = reference.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    np.testing.assert_allclose(chief["history"]["loss"], history.history["loss"], atol=1e-5)
+    for a, b in zip(chief["weights"], reference.model.get_weights()):
+        np.testing.assert_allclose(np.array(a), b, atol=1e-5)
+    shuffled_apart = Trainer(script.make_model, lambda: keras.optimizers.SGD(0.05), "mse",
+                             strategy="default", steps_per_execution=2, clipnorm=1.0)
+    np.random.seed(1001)  # the other worker's
+    shuffled_apart.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    assert not np.allclose(chief["weights"][0], shuffled_apart.model.get_weights()[0],
+                           atol=1e-5)
 
 
 def start_workers(tmp_path, tag, epochs):

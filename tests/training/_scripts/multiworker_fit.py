@@ -1,6 +1,9 @@
 """One worker of a two-worker Trainer run (TF_CONFIG from the environment).
 
-Usage: multiworker_fit.py OUT_JSON
+Usage: multiworker_fit.py OUT_JSON [shuffle]
+
+With ``shuffle`` the arrays are shuffled, each worker's NumPy generator
+seeded apart (1000 + its index): the workers must read the chief's order.
 
 Run in the worker's own working directory, with the README's layout: the
 backup ("runs/ckpt"), the best model ("runs/best.keras", written at every
@@ -45,7 +48,10 @@ def main():
     x, y = data()
     early = EarlyStopping(monitor="loss", patience=5, best_model_path="runs/best.keras",
                           restore_best_weights=True)
-    history = trainer.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False,
+    shuffle = sys.argv[2:] == ["shuffle"]
+    if shuffle:
+        np.random.seed(1000 + json.loads(os.environ["TF_CONFIG"])["task"]["index"])
+    history = trainer.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=shuffle,
                           backup_dir="runs/ckpt", callbacks=[early, TensorBoardCurves("runs/logs")])
     with open(sys.argv[1], "w") as f:
         json.dump({"strategy": type(strategy).__name__,
