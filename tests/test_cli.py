@@ -40,6 +40,7 @@ def demo_run(tmp_path_factory):
     return result, logdir / "quick"
 
 
+@pytest.mark.slow
 def test_demo_writes_the_run_folder_and_reports(demo_run):
     result, run_dir = demo_run
     assert result.returncode == 0, result.stderr[-3000:]
@@ -71,6 +72,7 @@ def test_demo_writes_the_run_folder_and_reports(demo_run):
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_best_model_on_disk_is_the_best_epoch(demo_run):
     import keras
 
@@ -85,6 +87,7 @@ def test_best_model_on_disk_is_the_best_epoch(demo_run):
     assert accuracy == pytest.approx(summary["best_val_accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_plot_command_draws_a_run(demo_run, tmp_path, capsys):
     _, run_dir = demo_run
     out = tmp_path / "again.png"
@@ -93,6 +96,7 @@ def test_plot_command_draws_a_run(demo_run, tmp_path, capsys):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_find_lr_prints_a_suggestion_and_writes_the_plot(tmp_path):
     out = tmp_path / "lr.png"
     result = run("find-lr", "--steps", "30", "-o", str(out))
@@ -193,6 +197,7 @@ def test_unwritable_logdir_is_reported_before_training(tmp_path, capsys):
     assert "Epoch 1" not in result.stdout
 
 
+@pytest.mark.slow
 def test_demo_refuses_a_run_folder_that_holds_a_run(demo_run, capsys):
     """Rerunning `demo --name quick` would merge two runs' curves: refused, before training."""
     _, run_dir = demo_run
@@ -207,6 +212,7 @@ def test_demo_refuses_a_run_folder_that_holds_a_run(demo_run, capsys):
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_plot_refuses_a_folder_with_two_runs(demo_run, tmp_path, capsys):
     _, run_dir = demo_run
     merged = tmp_path / "merged"

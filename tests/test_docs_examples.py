@@ -27,6 +27,8 @@ import traceback
 import keras
 import pytest
 
+pytestmark = pytest.mark.slow  # the documentation's examples train for real (minutes in all)
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # A fenced block whose info string starts with `python`, at any indentation

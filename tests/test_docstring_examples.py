@@ -106,6 +106,7 @@ def user_namespace(tmp_path, monkeypatch):
             "__name__": "__docstring_example__"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", FENCED)
 def test_fenced_example_runs(code, user_namespace):
     exec(compile(code, "<docstring example>", "exec"), user_namespace)  # noqa: S102

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from kerastune_kit._files import ownership as _ownership
 
 _HOLD = """
@@ -19,6 +21,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_holder_names_a_live_process_and_forgets_it_once_killed(tmp_path):
     path = str(tmp_path / "worker")
     lock = path + ".lock"
@@ -49,6 +52,7 @@ def test_without_fcntl_the_record_decides(tmp_path, monkeypatch):
     assert _ownership.holder(lock) is None
 
 
+@pytest.mark.slow
 def test_exclusive_makes_a_second_process_wait(tmp_path):
     path = str(tmp_path / "section.lock")
     waiter = ("import sys, time\nfrom kerastune_kit._files.ownership import exclusive\n"

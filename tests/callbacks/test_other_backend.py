@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a JAX process of its own
+
 SCRIPT = pathlib.Path(__file__).parent / "_scripts" / "other_backend_fit.py"
 
 

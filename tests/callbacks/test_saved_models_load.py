@@ -44,13 +44,12 @@ def saved(tmp_path_factory):
     return path, keras.saving.load_model(path).get_weights()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first", [
     "import kerastune_kit",
     "from kerastune_kit.schedules import Constant",  # a kit package imports Keras
-    # Each runs kerastune_kit/__init__.py as the first does; a fresh process
-    # each, so in the slow leg.
-    pytest.param("import keras, kerastune_kit", marks=pytest.mark.slow),  # Keras first
-    pytest.param("import kerastune_kit.cli", marks=pytest.mark.slow),
+    "import keras, kerastune_kit",                   # Keras was there first
+    "import kerastune_kit.cli",
 ])
 def test_loads_after_one_kit_import_in_a_fresh_process(saved, first):
     path, weights = saved
@@ -66,6 +65,7 @@ def test_loads_after_one_kit_import_in_a_fresh_process(saved, first):
         np.testing.assert_array_equal(np.array(a), b)
 
 
+@pytest.mark.slow
 def test_without_the_kit_keras_names_the_missing_class(saved):
     code = "import sys, keras\nkeras.saving.load_model(sys.argv[1])"
     done = subprocess.run([sys.executable, "-c", code, saved[0]], capture_output=True,

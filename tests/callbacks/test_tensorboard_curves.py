@@ -123,6 +123,7 @@ def warmup_closed_form(k):
     return 0.1 * k / 12 if k < 12 else 0.1 * max(0.0, 1 - (k - 12) / 40)
 
 
+@pytest.mark.slow
 def test_per_step_lr_inside_executions_and_epoch_curves(tensorboard):
     name = "warmup"
     model = lr_probe_model(steps_per_execution=steps_per_execution(8))
@@ -155,6 +156,7 @@ def test_per_step_lr_inside_executions_and_epoch_curves(tensorboard):
     assert all(v > 0 for _, v in speed)
 
 
+@pytest.mark.slow
 def test_decisions_are_markers_and_text(tensorboard):
     """An LR cut, a budget stop and a best epoch, from callbacks listed after
     the writer, show as kit/* scalars at their epoch and as text."""
@@ -202,6 +204,7 @@ def test_decisions_are_markers_and_text(tensorboard):
     assert "stopped at epoch 3: stopped by another callback" in summary
 
 
+@pytest.mark.slow
 def test_hparams_reach_the_hparams_dashboard(tensorboard):
     name = "hparams"
     hparams = {"batch_size": 4, "optimizer": "sgd", "warmup": True, "peak_lr": 0.05}
@@ -226,6 +229,7 @@ def test_hparams_reach_the_hparams_dashboard(tensorboard):
     assert final[("validation", "epoch_loss")] == pytest.approx(history.history["val_loss"][-1])
 
 
+@pytest.mark.slow
 def test_evaluation_vs_iterations_as_keras_tensorboard_writes_it(tensorboard):
     """Keras's TensorBoard writes each validation's results against the
     optimizer's step, `evaluation_<metric>_vs_iterations`, in the validation
@@ -263,6 +267,7 @@ def _curves_warnings(record):
     return [str(w.message) for w in record if "TensorBoardCurves" in str(w.message)]
 
 
+@pytest.mark.slow
 def test_a_reused_log_dir(tensorboard):
     """Two runs into one log_dir: the second goes to <log_dir>-2, with a
     warning, and each folder shows exactly its own run, to TensorBoard's

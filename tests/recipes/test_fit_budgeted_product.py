@@ -18,7 +18,7 @@ from kerastune_kit import fit_budgeted
 from kerastune_kit.callbacks import EarlyStopping
 from kerastune_kit.callbacks.stop_reason import STOP_REASONS
 
-BUDGET = 3.0
+BUDGET = 1.5
 
 
 def mlp(lr=1e-3, optimizer=None):
@@ -206,7 +206,7 @@ def test_the_progress_line_shows_seconds_an_integer_epoch_and_the_last_values(ca
     history = result.history.history
     assert len(lines) == len(history["loss"])
     for epoch, line in enumerate(lines):
-        assert re.match(rf"\s*[\d.]+/3 s \[[=.]{{20}}\] - epoch {epoch + 1} - ", line)
+        assert re.match(rf"\s*[\d.]+/{BUDGET:g} s \[[=.]{{20}}\] - epoch {epoch + 1} - ", line)
         shown = float(re.search(r"val_loss: ([\d.]+)", line).group(1))
         assert shown == pytest.approx(history["val_loss"][epoch], abs=1e-4)
 

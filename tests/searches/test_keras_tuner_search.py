@@ -48,6 +48,7 @@ class RecordingHyperModel(kt.HyperModel):
         return history
 
 
+@pytest.mark.slow
 def test_a_grid_search_with_the_kit_callbacks(tmp_path):
     x, y, x_val, y_val = overfit_data()
     early = EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)

@@ -45,6 +45,7 @@ def test_rung_budgets_cost_the_same_time_each():
         rung_budgets(4.9)
 
 
+@pytest.mark.slow
 def test_a_search_promotes_the_best_third_and_keeps_the_best_model(tmp_path):
     x, y, xv, yv = digits()
     budget = 10 * MIN_TRIAL_SECONDS  # rungs of 8.3 and 25 seconds
@@ -85,6 +86,7 @@ def test_a_search_promotes_the_best_third_and_keeps_the_best_model(tmp_path):
     assert sorted(os.listdir(tmp_path / "trial-0")) != []
 
 
+@pytest.mark.slow
 def test_workers_of_one_study_share_its_deadline(tmp_path):
     # A second call on the same study joins it: the deadline the first stored
     # has passed, so it runs no trial and reports the study's trials.
@@ -100,6 +102,7 @@ def test_workers_of_one_study_share_its_deadline(tmp_path):
     assert again.best_value == first.best_value
 
 
+@pytest.mark.slow
 def test_a_pruner_of_the_study_ends_a_trial_without_an_exception(tmp_path):
     # Unlike KerasPruningCallback, the trial's fit ends normally: the recipe
     # restores its best epoch and the trial is PRUNED with its curve reported.

@@ -34,6 +34,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_a_search_from_the_command_line(tmp_path, capsys):
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
