@@ -34,10 +34,11 @@ class Source:
     """
 
     adapter: object
-    dataset: tf.data.Dataset
+    dataset: tf.data.Dataset | None  # None for shuffled arrays: see in_epoch_order
     num_batches: int | None
     infinite: bool
     kind: str
+    element_spec: object = None  # of the batches
     # Shuffled arrays: ``(seed, first_epoch, passes) -> dataset``, each
     # epoch's order a function of the seed and the epoch number.
     in_epoch_order: Callable | None = None
@@ -105,17 +106,18 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, steps=None, shuffl
     adapter = private.data_adapter(x, y, sample_weight, batch_size=batch_size,
                                    steps_per_epoch=steps, shuffle=False if ordered else shuffle,
                                    class_weight=class_weight)
+    if ordered:  # its pipeline is built per run (Keras's would be built for nothing)
+        order = _EpochOrder((x, y, sample_weight), class_weight, adapter.batch_size)
+        return Source(adapter, None, adapter.num_batches, infinite=False, kind=kind,
+                      element_spec=order.element_spec(), in_epoch_order=order)
     dataset = adapter.get_tf_dataset()
     cardinality = int(dataset.cardinality())
     num_batches = adapter.num_batches
     if num_batches is None and cardinality >= 0:
         num_batches = cardinality
-    in_epoch_order = None
-    if ordered:
-        in_epoch_order = _EpochOrder((x, y, sample_weight), class_weight, adapter.batch_size)
     return Source(adapter, dataset, num_batches,
                   infinite=cardinality == tf.data.INFINITE_CARDINALITY, kind=kind,
-                  in_epoch_order=in_epoch_order)
+                  element_spec=dataset.element_spec)
 
 
 class _EpochOrder:
@@ -142,8 +144,18 @@ class _EpochOrder:
             num_samples = _length(keras.tree.flatten(x)[0])
             whole = private.data_adapter(x, y, sample_weight, batch_size=num_samples,
                                          shuffle=False, class_weight=self.class_weight)
-            self.converted = whole.get_tf_dataset().take(1).get_single_element()
+            # NumPy's iterator: the arrays as they are (a tf.data pass costs ~60 ms).
+            self.converted = tf.nest.map_structure(
+                tf.convert_to_tensor, next(iter(whole.get_numpy_iterator())))
         return self.converted
+
+    def element_spec(self):
+        """The spec of the batches: a static batch size when every batch is full."""
+        whole = self._converted()
+        num_samples = _length(tf.nest.flatten(whole)[0])
+        batch = self.batch_size if num_samples % self.batch_size == 0 else None
+        return tf.nest.map_structure(
+            lambda a: tf.TensorSpec([batch, *a.shape[1:]], a.dtype), whole)
 
     def __call__(self, seed: int, first_epoch: int, passes: int | None) -> tf.data.Dataset:
         whole = self._converted()
@@ -255,15 +267,15 @@ def split_for_validation(x, y, sample_weight, validation_split: float):
     return private.train_validation_split((x, y, sample_weight), validation_split)
 
 
-def split_spec(dataset: tf.data.Dataset, *, targets_required: bool):
-    """``(x_spec, y_spec, sample_weight_spec)`` of a dataset's batches."""
-    spec = dataset.element_spec
+def split_spec(element_spec, *, targets_required: bool):
+    """``(x_spec, y_spec, sample_weight_spec)`` of batches of ``element_spec``."""
+    spec = element_spec
     if not isinstance(spec, tuple):
         spec = (spec,)
     if len(spec) not in (1, 2, 3) or (targets_required and len(spec) == 1):
         raise ValueError(
             "The dataset must yield (x, y) or (x, y, sample_weight) batches; its "
-            f"elements are {dataset.element_spec}.")
+            f"elements are {element_spec}.")
     return tuple(spec) + (None,) * (3 - len(spec))
 
 

@@ -363,7 +363,7 @@ class Trainer:
 
     def _check_source(self, data, *, targets_required: bool = True):
         needs_targets = targets_required and self.model.loss is not None
-        spec = _data.split_spec(data.dataset, targets_required=needs_targets)
+        spec = _data.split_spec(data.element_spec, targets_required=needs_targets)
         _data.check_inputs(self.model, spec[0])
         return spec
 
