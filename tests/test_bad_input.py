@@ -260,7 +260,7 @@ BROAD = {
     # Any metric name may be monitored: a custom metric "abc" is fine.
     "monitor": {"'abc'"},
     # Any folder name is a valid path.
-    "log_dir": {"'abc'"}, "backup_dir": {"'abc'"},
+    "log_dir": {"'abc'"}, "backup_dir": {"'abc'"}, "directory": {"'abc'"},
     # Any non-empty name may name a run.
     "run_id": {"'abc'"},
     # verbose=True means 1, as in Keras's callbacks.
