@@ -34,6 +34,9 @@ _TENSORFLOW_ONLY = ("training", "test_cli.py", "test_notebooks.py")
 # its limit allows a machine more than three times slower (setup.cfg's 300 s
 # holds every other test).
 _SLOW_TIMEOUT = 900
+# Tests that run several training processes at once (workers of one run or
+# of one study), with the kill chains.
+_SEVERAL_PROCESSES = ("test_trainer_processes.py", "test_search_processes.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -51,6 +54,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
         if "slow" in item.keywords and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(_SLOW_TIMEOUT))
+        if parts[-1] in _SEVERAL_PROCESSES or "kill_chain" in item.keywords:
+            # One at a time (setup.cfg's --dist loadgroup): two of them at once
+            # run four or more TensorFlow processes on two cores.
+            item.add_marker(pytest.mark.xdist_group("several_processes"))
 
 
 @pytest.fixture(autouse=True)
