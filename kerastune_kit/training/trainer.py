@@ -428,7 +428,8 @@ class Trainer:
             if restored is not None:
                 start = max(start, restored["epoch"])
                 global_step = restored["step"]
-                train.order_seed = restored.get("order_seed", train.order_seed)
+                if restored["order_seed"] is not None:  # None: that run read no shuffled arrays
+                    train.order_seed = restored["order_seed"]
                 if restored["stopped"]:
                     start = epochs  # That run ended itself; nothing is left to do.
         self.model.stop_training = False

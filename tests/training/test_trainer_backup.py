@@ -165,3 +165,13 @@ def test_a_resumed_run_with_shuffle_reads_each_epoch_in_the_uninterrupted_order(
     # The order is the seed's: another seed ends elsewhere.
     other = run(seed=4)
     assert max(float(np.abs(a - b).max()) for a, b in zip(other, uninterrupted)) > 1e-3
+
+
+def test_a_run_resumed_with_shuffle_from_a_backup_without_it_draws_its_own_order(tmp_path):
+    # The backup was written by a run that read no shuffled arrays (no order seed).
+    with pytest.raises(RuntimeError, match="crash"):
+        fit(trainer(), str(tmp_path), epochs=4, crash_after=1)
+    x = np.ones((8, 2), "float32")
+    history = trainer().fit(x, x[:, :1], batch_size=4, epochs=4, verbose=0, shuffle=True,
+                            backup_dir=str(tmp_path))
+    assert history.epoch == [1, 2, 3]  # epoch 0 was saved; the crash came before epoch 1's save
