@@ -101,7 +101,6 @@ class Backup:
         self._checkpoint.save_counter  # noqa: B018
         self._max_to_keep = max_to_keep
         self._manager = None  # made by restore(), once the folder is tidy
-        self._record: dict = {}
 
     def close(self) -> None:
         """Lets the backup folder go (the run has ended, or failed)."""
@@ -128,17 +127,17 @@ class Backup:
         paths = self._paths()
         restored = _resume_store.resume_newest(
             "Trainer", self.directory, paths, lambda path: self._restore(path, callbacks))
-        kept = [] if restored is None else paths[paths.index(restored):][:self._max_to_keep]
-        self._start_saving(kept)
         if restored is None:
+            self._start_saving([])
             return None
-        record = self._record
+        path, record = restored
+        self._start_saving(paths[paths.index(path):][:self._max_to_keep])
         return {"epoch": int(self.epoch.numpy()), "step": int(self.step.numpy()),
                 "stopped": bool(record.get("stopped", False)),
                 "order_seed": record.get("order_seed")}
 
-    def _restore(self, path: str, callbacks) -> str:
-        """Loads the checkpoint ``path``; returns it."""
+    def _restore(self, path: str, callbacks) -> tuple[str, dict]:
+        """Loads the checkpoint ``path``; returns it and its record."""
         try:
             # The record first, alone: a checkpoint of another run is refused
             # as such, before its variables meet these.
@@ -154,14 +153,13 @@ class Backup:
         except (tf.errors.OpError, ValueError, KeyError, IndexError, AssertionError,
                 UnicodeDecodeError) as error:  # IndexError: TF's "read less bytes"
             raise _resume_store.Damaged(f"{type(error).__name__}: {str(error)[:200]}") from None
-        self._record = record
         rate = rate_object(self._run_optimizer)
         if isinstance(rate, keras.Variable) and "learning_rate" in record:
             rate.assign(record["learning_rate"])
         # The callbacks' state and the LR control (a ControlledSchedule is
         # installed first when the run had one), in one step.
         _state_codec.decode(self._run_model, _kit(callbacks), record, arrays, where=path)
-        return path
+        return path, record
 
     def _start_saving(self, kept: list[str]) -> None:
         """Tidies the folder and makes the checkpoint manager.

@@ -11,6 +11,7 @@ under a strategy.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import types
 from collections.abc import Callable
@@ -134,33 +135,28 @@ class _EpochOrder:
 
     def __init__(self, arrays, class_weight, batch_size: int):
         self.arrays, self.class_weight, self.batch_size = arrays, class_weight, batch_size
-        self.converted = None
+        self.num_samples = _length(keras.tree.flatten(arrays[0])[0])
 
-    def _converted(self):
+    @functools.cached_property
+    def converted(self):
         """The arrays as Keras converts them (class weights as sample weights
-        included), as one batch; made once."""
-        if self.converted is None:
-            x, y, sample_weight = self.arrays
-            num_samples = _length(keras.tree.flatten(x)[0])
-            whole = private.data_adapter(x, y, sample_weight, batch_size=num_samples,
-                                         shuffle=False, class_weight=self.class_weight)
-            # NumPy's iterator: the arrays as they are (a tf.data pass costs ~60 ms).
-            self.converted = tf.nest.map_structure(
-                tf.convert_to_tensor, next(iter(whole.get_numpy_iterator())))
-        return self.converted
+        included), as one batch."""
+        x, y, sample_weight = self.arrays
+        whole = private.data_adapter(x, y, sample_weight, batch_size=self.num_samples,
+                                     shuffle=False, class_weight=self.class_weight)
+        # NumPy's iterator: the arrays as they are (a tf.data pass costs ~60 ms).
+        return tf.nest.map_structure(tf.convert_to_tensor,
+                                     next(iter(whole.get_numpy_iterator())))
 
     def element_spec(self):
         """The spec of the batches: a static batch size when every batch is full."""
-        whole = self._converted()
-        num_samples = _length(tf.nest.flatten(whole)[0])
-        batch = self.batch_size if num_samples % self.batch_size == 0 else None
+        batch = self.batch_size if self.num_samples % self.batch_size == 0 else None
         return tf.nest.map_structure(
-            lambda a: tf.TensorSpec([batch, *a.shape[1:]], a.dtype), whole)
+            lambda a: tf.TensorSpec([batch, *a.shape[1:]], a.dtype), self.converted)
 
     def __call__(self, seed: int, first_epoch: int, passes: int | None) -> tf.data.Dataset:
-        whole = self._converted()
-        num_samples = _length(tf.nest.flatten(whole)[0])
-        batch_size = self.batch_size
+        whole = self.converted
+        num_samples, batch_size = self.num_samples, self.batch_size
         full = num_samples // batch_size * batch_size
 
         def permutation(epoch):
