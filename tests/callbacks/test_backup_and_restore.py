@@ -343,6 +343,7 @@ def test_alone_it_validates_and_ends_on_the_averaged_weights(kind, tmp_path):
     assert evaluate_overfit(model) == pytest.approx(backup.history["val_loss"][-1], rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", AVERAGING)
 def test_a_resumed_run_with_averaging_ends_like_an_uninterrupted_one(kind, tmp_path):
     def run(backup_dir, crash_after=None):

@@ -175,6 +175,7 @@ HOLDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_live_runs_cannot_share_a_backup_folder_or_a_best_model_file(tmp_path):
     backup_dir, best = str(tmp_path / "backup"), str(tmp_path / "best.keras")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, backup_dir, best],
@@ -275,6 +276,7 @@ os._exit(0)
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_the_previous_files_and_stops_with_a_clear_error(small_disk):
     """In a child process (see the end of FULL_DISK): the write that fills the
     disk raises a clear OSError, training stops, no temporary file is left,

@@ -83,6 +83,7 @@ def test_two_outputs_with_weights_and_a_validation_split_match_model_fit(outputs
     assert_same_run(history, expected, trainer.model, reference)
 
 
+@pytest.mark.slow
 def test_two_outputs_on_two_replicas_match_model_fit():
     # Full batches (48 train, 16 validation, batch 8): the same run as one device.
     x, y, weights = two_output_data(64)
@@ -210,6 +211,7 @@ def compiled_two_output_model(strategy=None):
         return build()
 
 
+@pytest.mark.slow
 def test_a_compiled_model_is_taken_as_it_is():
     x, y, weights = two_output_data(40)
     fit = {"batch_size": 8, "epochs": 2, "sample_weight": weights, "shuffle": False,
