@@ -63,30 +63,42 @@ def finish(processes):
 PORT_TAKEN = "Could not start gRPC server"
 
 
-def start_cluster(start, ready, tries=3):
-    """Starts two workers with ``start(cluster)`` and waits until ``ready()``
-    or both have ended; returns the processes.
+def start_cluster(script, arguments, ready=None, workdir=None, tries=3):
+    """Starts two workers of ``script`` on fresh loopback ports and waits until
+    ``ready()`` or, without it, until both have ended; returns the processes.
 
-    Workers whose port was taken are started again on new ports (``tries``
-    times in all); a worker that fails otherwise, or a wait past TIMEOUT,
-    ends them all with a failure that shows every worker's output.
+    ``arguments(index)`` are a worker's command-line arguments, ``workdir(index)``
+    its working folder (made afresh) or None. Workers whose port was taken are
+    started again on new ports (``tries`` times in all); a worker that fails
+    otherwise, or a wait past TIMEOUT, ends them all with a failure that shows
+    every worker's output.
     """
     for _ in range(tries):
         cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
-        processes = start(cluster)
+        processes = []
+        for index in range(2):
+            cwd = None if workdir is None else workdir(index)
+            if cwd is not None:
+                shutil.rmtree(cwd, ignore_errors=True)  # a start whose port was taken
+                cwd.mkdir()
+            config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            processes.append(subprocess.Popen(
+                [sys.executable, os.path.join(SCRIPTS, script), *arguments(index)],
+                cwd=cwd, env=env(TF_CONFIG=json.dumps(config)),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline and not ready():
+        while time.monotonic() < deadline and not (ready and ready()):
             codes = [p.poll() for p in processes]
             if all(code is not None for code in codes) or any(code for code in codes):
                 break
             time.sleep(0.05)
         codes = [p.poll() for p in processes]
-        if ready() or all(code == 0 for code in codes):
+        if (ready and ready()) or all(code == 0 for code in codes):
             return processes
         for process in processes:
             if process.poll() is None:
                 process.kill()
-        outputs = [process.communicate()[0] for process in processes]
+        outputs = finish(processes)
         if not any(code and PORT_TAKEN in out for code, out in zip(codes, outputs)):
             raise AssertionError(f"exit codes {codes}:\n" + "\n-----\n".join(
                 out[-3000:] for out in outputs))
@@ -95,23 +107,9 @@ def start_cluster(start, ready, tries=3):
 
 def run_two_workers(tmp_path, *arguments):
     """Two workers of multiworker_fit.py; returns their results, the chief's first."""
-
-    def start(cluster):
-        processes = []
-        for index in range(2):
-            workdir = tmp_path / f"worker{index}"
-            if workdir.exists():  # a start whose port was taken
-                shutil.rmtree(workdir)
-            workdir.mkdir()
-            config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            processes.append(subprocess.Popen(
-                [sys.executable, os.path.join(SCRIPTS, "multiworker_fit.py"),
-                 str(tmp_path / f"result{index}.json"), *arguments],
-                cwd=workdir, env=env(TF_CONFIG=json.dumps(config)),
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        return processes
-
-    processes = start_cluster(start, ready=lambda: False)
+    processes = start_cluster(
+        "multiworker_fit.py", lambda index: [str(tmp_path / f"result{index}.json"), *arguments],
+        workdir=lambda index: tmp_path / f"worker{index}")
     outputs = finish(processes)
     for process, out in zip(processes, outputs):
         assert process.returncode == 0, out[-3000:]
@@ -173,22 +171,13 @@ def test_two_workers_with_shuffle_read_the_chiefs_order(tmp_path):
                            atol=1e-5)
 
 
-def start_workers(tmp_path, tag, epochs, ready):
-    """Two workers of multiworker_long_fit.py, started as start_cluster does."""
-
-    def start(cluster):
-        processes = []
-        for index in range(2):
-            config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            processes.append(subprocess.Popen(
-                [sys.executable, os.path.join(SCRIPTS, "multiworker_long_fit.py"),
-                 str(tmp_path / f"{tag}{index}.json"), str(tmp_path / "backup"),
-                 str(tmp_path / "marker"), str(epochs)],
-                env=env(TF_CONFIG=json.dumps(config)), stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True))
-        return processes
-
-    return start_cluster(start, ready)
+def start_workers(tmp_path, tag, epochs, ready=None):
+    """Two workers of multiworker_long_fit.py sharing one backup folder."""
+    return start_cluster(
+        "multiworker_long_fit.py",
+        lambda index: [str(tmp_path / f"{tag}{index}.json"), str(tmp_path / "backup"),
+                       str(tmp_path / "marker"), str(epochs)],
+        ready)
 
 
 def marker(tmp_path) -> int:
@@ -208,7 +197,7 @@ def test_a_killed_worker_ends_its_peer_in_bounded_time_and_a_restart_resumes(tmp
     epochs = 30
     first = start_workers(tmp_path, "first", epochs, ready=lambda: marker(tmp_path) >= 2)
     try:
-        assert marker(tmp_path) >= 2, finish(first)
+        assert marker(tmp_path) >= 2, [out[-3000:] for out in finish(first)]
         first[1].send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         out, _ = first[0].communicate(timeout=TIMEOUT)
@@ -222,7 +211,7 @@ def test_a_killed_worker_ends_its_peer_in_bounded_time_and_a_restart_resumes(tmp
     interrupted_after = marker(tmp_path)
     assert interrupted_after < epochs - 1  # the kill landed mid-run
 
-    restarted = start_workers(tmp_path, "again", epochs, ready=lambda: False)
+    restarted = start_workers(tmp_path, "again", epochs)
     outputs = finish(restarted)
     for process, out in zip(restarted, outputs):
         assert process.returncode == 0, out[-3000:]
